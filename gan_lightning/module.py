@@ -1,0 +1,200 @@
+"""The LightningModule that trains a generator against a discriminator."""
+
+import math
+
+import lightning as L
+import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+from torchmetrics import MeanMetric
+
+from gan_lightning.checkpoint import NETWORKS_KEY, CheckpointError, network_spec
+from gan_lightning.idx import DatasetError
+from gan_lightning.losses import bce_discriminator_loss, bce_generator_loss
+from gan_lightning.networks import Discriminator, Generator
+
+
+def _no_closure() -> None:
+    return None
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} must be positive, got {value}. Pass --model.{name} with a value > 0.")
+
+
+def _check_betas(name: str, betas: tuple[float, float]) -> None:
+    if len(betas) != 2 or not all(0.0 <= beta < 1.0 for beta in betas):
+        raise ValueError(
+            f"{name} must be two numbers in [0, 1), got {betas}. Pass --model.{name} '[0.5, 0.999]'."
+        )
+
+
+class GAN(L.LightningModule):
+    """A GAN trained with manual optimization: each batch updates D, then G.
+
+    Args:
+        generator: maps noise (N, z_dim) to images in [0, 1] and has a ``z_dim`` attribute;
+            the classic ``Generator(z_dim=64)`` when not given.
+        discriminator: maps images to logits (N, 1); the classic ``Discriminator()`` when not given.
+        g_lr: Adam learning rate of the generator.
+        d_lr: Adam learning rate of the discriminator.
+        g_betas: Adam betas of the generator.
+        d_betas: Adam betas of the discriminator.
+        display_step: batches between logged loss means and image grids.
+        num_display: images in the grid of fakes drawn from the fixed noise.
+        reuse_fakes: score the fakes made for the D update again, with the updated D, for the
+            G update, instead of drawing new noise: one generator forward per batch instead of two.
+        compile: compile the generator and the discriminator with ``torch.compile``.
+        fixed_noise_seed: seed of the fixed noise batch behind the grids of fakes.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module | None = None,
+        discriminator: nn.Module | None = None,
+        g_lr: float = 2e-4,
+        d_lr: float = 2e-4,
+        g_betas: tuple[float, float] = (0.5, 0.999),
+        d_betas: tuple[float, float] = (0.5, 0.999),
+        display_step: int = 500,
+        num_display: int = 25,
+        reuse_fakes: bool = False,
+        compile: bool = False,
+        fixed_noise_seed: int = 0,
+    ):
+        super().__init__()
+        for name, value in (("g_lr", g_lr), ("d_lr", d_lr), ("display_step", display_step), ("num_display", num_display)):
+            _check_positive(name, value)
+        _check_betas("g_betas", g_betas)
+        _check_betas("d_betas", d_betas)
+        # The networks are saved in the checkpoint's state dict and described by
+        # gan_lightning.checkpoint, so they stay out of the hyperparameters.
+        self.save_hyperparameters(ignore=["generator", "discriminator"], logger=False)
+        self.automatic_optimization = False
+
+        self.generator = generator if generator is not None else Generator(z_dim=64)
+        self.discriminator = discriminator if discriminator is not None else Discriminator()
+        self.z_dim: int = self.generator.z_dim
+
+        generator_rng = torch.Generator().manual_seed(fixed_noise_seed)
+        self.register_buffer("fixed_z", torch.randn(num_display, self.z_dim, generator=generator_rng))
+
+        # Means over the current display window; torchmetrics syncs them across processes.
+        self.d_loss_window = MeanMetric()
+        self.g_loss_window = MeanMetric()
+
+    def configure_model(self) -> None:
+        if self.hparams.compile:
+            # Compiling the networks in place keeps their state-dict keys unchanged. The
+            # LightningModule itself is not compiled: its optimizer toggling breaks graphs.
+            self.generator.compile()
+            self.discriminator.compile()
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.hparams.g_lr, betas=self.hparams.g_betas)
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.d_lr, betas=self.hparams.d_betas)
+        return [opt_g, opt_d]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Generate images from noise z: (N, z_dim)."""
+        return self.generator(z)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[NETWORKS_KEY] = self._network_specs()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get(NETWORKS_KEY)
+        current = self._network_specs()
+        if saved is not None and saved != current:
+            raise CheckpointError(
+                "The checkpoint was trained with other networks than the ones configured now.\n"
+                f"  checkpoint: {saved}\n  configured: {current}\n"
+                "Configure the same networks (--model.generator and --model.discriminator), "
+                "or start a new run without --ckpt_path."
+            )
+
+    def _network_specs(self) -> dict:
+        return {"generator": network_spec(self.generator), "discriminator": network_spec(self.discriminator)}
+
+    def on_fit_start(self) -> None:
+        self._check_image_shape()
+
+    def _check_image_shape(self) -> None:
+        """Raise before the first step when the data's images do not fit the networks."""
+        datamodule = self.trainer.datamodule
+        image_shape = getattr(datamodule, "image_shape", None)
+        if image_shape is None:
+            return
+        was_training = self.generator.training
+        self.generator.eval()
+        with torch.no_grad():
+            fake = self.generator(self.fixed_z[:2])
+        self.generator.train(was_training)
+        if fake[0].numel() != math.prod(image_shape):
+            raise DatasetError(
+                f"The data set's images have shape {tuple(image_shape)} ({math.prod(image_shape)} "
+                f"pixels) but the generator makes images of {fake[0].numel()} pixels. Set the "
+                f"networks' im_dim to {math.prod(image_shape)} (--model.generator.init_args.im_dim and "
+                "--model.discriminator.init_args.im_dim) or choose a matching data set."
+            )
+
+    def _step_uncounted(self, optimizer: LightningOptimizer) -> None:
+        # Lightning adds every optimizer step to global_step. Only D's step is counted so that
+        # global_step, max_steps and checkpoint cadence count batches; G's step still goes
+        # through the strategy, so precision plugins (the AMP loss scaler) and DDP apply.
+        self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=_no_closure, model=self)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        real, _ = batch  # (N, C, H, W) in [0, 1]
+        opt_g, opt_d = self.optimizers()
+        num_images = real.shape[0]
+
+        # Update D: reals against ones, detached fakes against zeros.
+        z = torch.randn(num_images, self.z_dim, device=real.device)
+        if self.hparams.reuse_fakes:
+            fake = self.generator(z)
+        else:
+            with torch.no_grad():
+                fake = self.generator(z)
+        d_real = self.discriminator(real)
+        d_fake = self.discriminator(fake.detach())
+        d_loss = bce_discriminator_loss(d_real, d_fake)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        opt_d.step()
+
+        # Update G: fakes scored by the updated D against ones. Toggling freezes D's
+        # parameters, so G's loss leaves no gradient on D.
+        with self.toggled_optimizer(opt_g):
+            if not self.hparams.reuse_fakes:
+                fake = self.generator(torch.randn(num_images, self.z_dim, device=real.device))
+            g_loss = bce_generator_loss(self.discriminator(fake))
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(g_loss)
+            self._step_uncounted(opt_g)
+
+        self._log_step(d_loss.detach(), g_loss.detach(), d_real.detach(), d_fake.detach())
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
+
+    def _log_step(self, d_loss: torch.Tensor, g_loss: torch.Tensor, d_real: torch.Tensor, d_fake: torch.Tensor) -> None:
+        self.log("train/d_loss", d_loss, prog_bar=True)
+        self.log("train/g_loss", g_loss, prog_bar=True)
+        self.log("train/d_real", torch.sigmoid(d_real.float()).mean())
+        self.log("train/d_fake", torch.sigmoid(d_fake.float()).mean())
+
+        self.d_loss_window.update(d_loss)
+        self.g_loss_window.update(g_loss)
+        step = self.global_step  # batches done, this one included
+        if step % self.hparams.display_step == 0:
+            d_mean = self.d_loss_window.compute()
+            g_mean = self.g_loss_window.compute()
+            self.log("train/d_loss_window", d_mean)
+            self.log("train/g_loss_window", g_mean)
+            rank_zero_info(
+                f"step {step}: mean d_loss {d_mean.item():.4f}, mean g_loss {g_mean.item():.4f} "
+                f"over the last {self.hparams.display_step} batches"
+            )
+            self.d_loss_window.reset()
+            self.g_loss_window.reset()

@@ -1,0 +1,78 @@
+"""The classic MLP GAN: noise, generator and discriminator.
+
+These names and signatures are public API. Networks are plain ``nn.Module``s that know nothing
+of Lightning, so any pair with the same contract can be plugged into ``GAN``:
+
+- a generator maps noise ``z: (N, z_dim)`` to images, flat ``(N, im_dim)`` or ``(N, C, H, W)``,
+  with pixels in [0, 1], and stores ``z_dim`` as an attribute;
+- a discriminator maps images of either layout to one logit per image, ``(N, 1)``.
+
+Every constructor argument is stored as an attribute of the same name, which is how a checkpoint
+records the architecture (see ``gan_lightning.checkpoint``).
+"""
+
+import torch
+from torch import nn
+
+
+def get_noise(n_samples: int, z_dim: int, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Draw standard normal noise of shape (n_samples, z_dim) on ``device``."""
+    return torch.randn(n_samples, z_dim, device=device)
+
+
+def get_generator_block(input_dim: int, output_dim: int) -> nn.Sequential:
+    """Build one generator layer: Linear, BatchNorm1d, ReLU."""
+    return nn.Sequential(
+        nn.Linear(input_dim, output_dim),
+        nn.BatchNorm1d(output_dim),
+        nn.ReLU(inplace=True),
+    )
+
+
+class Generator(nn.Module):
+    """MLP generator: z_dim -> h -> 2h -> 4h -> 8h -> im_dim, with a Sigmoid on the pixels."""
+
+    def __init__(self, z_dim: int = 10, im_dim: int = 784, hidden_dim: int = 128):
+        super().__init__()
+        self.z_dim = z_dim
+        self.im_dim = im_dim
+        self.hidden_dim = hidden_dim
+        self.gen = nn.Sequential(
+            get_generator_block(z_dim, hidden_dim),
+            get_generator_block(hidden_dim, hidden_dim * 2),
+            get_generator_block(hidden_dim * 2, hidden_dim * 4),
+            get_generator_block(hidden_dim * 4, hidden_dim * 8),
+            nn.Linear(hidden_dim * 8, im_dim),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, noise: torch.Tensor) -> torch.Tensor:
+        """Map noise (N, z_dim) to flat images (N, im_dim) in [0, 1]."""
+        return self.gen(noise)
+
+
+def get_discriminator_block(input_dim: int, output_dim: int) -> nn.Sequential:
+    """Build one discriminator layer: Linear, LeakyReLU with negative slope 0.2."""
+    return nn.Sequential(
+        nn.Linear(input_dim, output_dim),
+        nn.LeakyReLU(0.2, inplace=True),
+    )
+
+
+class Discriminator(nn.Module):
+    """MLP discriminator: im_dim -> 4h -> 2h -> h -> 1 logit (no Sigmoid: losses take logits)."""
+
+    def __init__(self, im_dim: int = 784, hidden_dim: int = 128):
+        super().__init__()
+        self.im_dim = im_dim
+        self.hidden_dim = hidden_dim
+        self.disc = nn.Sequential(
+            get_discriminator_block(im_dim, hidden_dim * 4),
+            get_discriminator_block(hidden_dim * 4, hidden_dim * 2),
+            get_discriminator_block(hidden_dim * 2, hidden_dim),
+            nn.Linear(hidden_dim, 1),
+        )
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Map images (N, im_dim) or (N, C, H, W) to logits (N, 1)."""
+        return self.disc(image.flatten(1))

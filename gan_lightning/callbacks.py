@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
-from gan_lightning.images import as_images
+from gan_lightning.images import as_images, to_uint8
 
 
 def _image_shape(trainer: L.Trainer) -> tuple[int, ...] | None:
@@ -56,7 +56,9 @@ class ImageGrids(Callback):
             save_image(grid, folder / f"{kind}_step{step:07d}.png")
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):
-                logger.log_image(key="images", images=list(grids.values()), caption=list(grids), step=step)
+                images = [to_uint8(grid) for grid in grids.values()]
+                # At the logger step of this batch's metrics (batch k is logged at step k - 1).
+                logger.log_image(key="images", images=images, caption=list(grids), step=step - 1)
 
 
 class LossPlot(Callback):

@@ -10,6 +10,7 @@ Usage (see the README for more)::
 
 import os
 import sys
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,10 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities import rank_zero_info
 
 from gan_lightning.callbacks import ImageGrids, LossPlot, Throughput
+from gan_lightning.checkpoint import CheckpointError
 from gan_lightning.datamodule import MNISTDataModule
 from gan_lightning.datasets import ensure_dataset
+from gan_lightning.idx import DatasetError
 from gan_lightning.module import GAN
 from gan_lightning.tracking import resolve_wandb_mode
 
@@ -29,6 +32,11 @@ SHORT_TRAINER_OPTIONS = ("accelerator", "devices", "max_epochs", "max_steps", "p
 # Set by the first process to the run folder it made, so that processes it launches (DDP) reuse it.
 RUN_DIR_ENV = "GAN_LIGHTNING_RUN_DIR"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+# A checkpoint written after batch N holds the weights after that batch's updates, which is what
+# resuming needs; Lightning 2.6 warns about it for every manual-optimization module.
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 
 
 class UsageError(ValueError):
@@ -181,7 +189,14 @@ def main(argv: list[str] | None = None) -> None:
     if argv is None:
         # DDP relaunches this script with sys.argv, so the processes it starts see the full forms too.
         sys.argv[1:] = args
-        cli = GANCLI()
-    else:
-        cli = GANCLI(args=args)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
+    inherited_run_dir = RUN_DIR_ENV in os.environ
+    try:
+        cli = GANCLI(args=None if argv is None else args)
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
+    except (DatasetError, CheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    finally:
+        if not inherited_run_dir:
+            # A later run in this process gets a folder of its own.
+            os.environ.pop(RUN_DIR_ENV, None)

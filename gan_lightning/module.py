@@ -127,18 +127,31 @@ class GAN(L.LightningModule):
         image_shape = getattr(datamodule, "image_shape", None)
         if image_shape is None:
             return
-        was_training = self.generator.training
-        self.generator.eval()
-        with torch.no_grad():
-            fake = self.generator(self.fixed_z[:2])
-        self.generator.train(was_training)
-        if fake[0].numel() != math.prod(image_shape):
-            raise DatasetError(
-                f"The data set's images have shape {tuple(image_shape)} ({math.prod(image_shape)} "
-                f"pixels) but the generator makes images of {fake[0].numel()} pixels. Set the "
-                f"networks' im_dim to {math.prod(image_shape)} (--model.generator.init_args.im_dim and "
-                "--model.discriminator.init_args.im_dim) or choose a matching data set."
-            )
+        num_pixels = math.prod(image_shape)
+        fix = (
+            f"Set the networks' im_dim to {num_pixels} (--model.generator.init_args.im_dim and "
+            "--model.discriminator.init_args.im_dim) or choose a matching data set."
+        )
+        training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                fake = self.generator(self.fixed_z[:2])
+                if fake[0].numel() != num_pixels:
+                    raise DatasetError(
+                        f"The data set's images have shape {tuple(image_shape)} ({num_pixels} pixels) "
+                        f"but the generator makes images of {fake[0].numel()} pixels. {fix}"
+                    )
+                real = torch.zeros(2, *image_shape, device=self.device)
+                try:
+                    self.discriminator(real)
+                except RuntimeError as error:
+                    raise DatasetError(
+                        f"The discriminator cannot take the data set's images of shape "
+                        f"{tuple(image_shape)} ({num_pixels} pixels): {error}. {fix}"
+                    ) from error
+        finally:
+            self.train(training)
 
     def _step_uncounted(self, optimizer: LightningOptimizer) -> None:
         # Lightning adds every optimizer step to global_step. Only D's step is counted so that
@@ -190,10 +203,15 @@ class GAN(L.LightningModule):
         if step % self.hparams.display_step == 0:
             d_mean = self.d_loss_window.compute()
             g_mean = self.g_loss_window.compute()
-            self.log("train/d_loss_window", d_mean)
-            self.log("train/g_loss_window", g_mean)
+            # Sent to the loggers directly: self.log would repeat the value at every later
+            # step of the epoch and would wait for the next log_every_n_steps boundary.
+            # Lightning logs the metrics of batch k at logger step k - 1, and so does this.
+            window = {"train/d_loss_window": d_mean.item(), "train/g_loss_window": g_mean.item()}
+            for logger in self.loggers:
+                logger.log_metrics(window, step=step - 1)
             rank_zero_info(
-                f"step {step}: mean d_loss {d_mean.item():.4f}, mean g_loss {g_mean.item():.4f} "
+                f"step {step}: mean d_loss {window['train/d_loss_window']:.4f}, "
+                f"mean g_loss {window['train/g_loss_window']:.4f} "
                 f"over the last {self.hparams.display_step} batches"
             )
             self.d_loss_window.reset()

@@ -24,12 +24,9 @@ from gan_lightning.images import as_images, to_uint8
 def generate(generator: nn.Module, num_samples: int, seed: int = 0, batch_size: int = 1000, device: str = "cpu") -> torch.Tensor:
     """Draw ``num_samples`` images (N, C, H, W) in [0, 1] on the CPU from seeded noise."""
     generator = generator.to(device).eval()
-    noise_rng = torch.Generator().manual_seed(seed)
-    batches = []
-    for start in range(0, num_samples, batch_size):
-        count = min(batch_size, num_samples - start)
-        z = torch.randn(count, generator.z_dim, generator=noise_rng).to(device)
-        batches.append(as_images(generator(z).float()).cpu())
+    # All noise is drawn at once, so the images do not depend on batch_size.
+    z_all = torch.randn(num_samples, generator.z_dim, generator=torch.Generator().manual_seed(seed))
+    batches = [as_images(generator(z.to(device)).float()).cpu() for z in z_all.split(batch_size)]
     return torch.cat(batches)
 
 

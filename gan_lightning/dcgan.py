@@ -8,15 +8,15 @@ Widths are narrow so that a 2-core CPU trains them at about the speed of the cla
 import torch
 from torch import nn
 
+from gan_lightning.networks import check_sizes
+
 
 class DCGANGenerator(nn.Module):
     """z (N, z_dim) -> Linear -> (N, 2w, 7, 7) -> (N, w, 14, 14) -> (N, 1, 28, 28) in [0, 1]."""
 
     def __init__(self, z_dim: int = 64, width: int = 32, channels: int = 1):
         super().__init__()
-        for name, value in (("z_dim", z_dim), ("width", width), ("channels", channels)):
-            if value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value}.")
+        check_sizes(z_dim=z_dim, width=width, channels=channels)
         self.z_dim = z_dim
         self.width = width
         self.channels = channels
@@ -40,19 +40,23 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """(N, 1, 28, 28) -> (N, w, 14, 14) -> (N, 2w, 7, 7) -> one logit (N, 1); no Sigmoid."""
+    """(N, 1, 28, 28) -> (N, w, 14, 14) -> (N, 2w, 7, 7) -> one logit (N, 1); no Sigmoid.
 
-    def __init__(self, width: int = 32, channels: int = 1):
+    ``batch_norm`` adds BatchNorm after the second convolution, as DCGAN does; turn it off for
+    losses with a gradient penalty, which assume each logit depends on its own image only.
+    """
+
+    def __init__(self, width: int = 32, channels: int = 1, batch_norm: bool = True):
         super().__init__()
-        for name, value in (("width", width), ("channels", channels)):
-            if value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value}.")
+        check_sizes(width=width, channels=channels)
         self.width = width
         self.channels = channels
+        self.batch_norm = batch_norm
         self.features = nn.Sequential(
             nn.Conv2d(channels, width, kernel_size=4, stride=2, padding=1),
             nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(width, 2 * width, kernel_size=4, stride=2, padding=1),
+            nn.Conv2d(width, 2 * width, kernel_size=4, stride=2, padding=1, bias=not batch_norm),
+            nn.BatchNorm2d(2 * width) if batch_norm else nn.Identity(),
             nn.LeakyReLU(0.2, inplace=True),
         )
         self.classify = nn.Linear(2 * width * 7 * 7, 1)

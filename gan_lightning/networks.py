@@ -15,6 +15,13 @@ import torch
 from torch import nn
 
 
+def check_sizes(**sizes: int) -> None:
+    """Raise ValueError naming the first size that is not a positive integer."""
+    for name, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
 def get_noise(n_samples: int, z_dim: int, device: str | torch.device = "cpu") -> torch.Tensor:
     """Draw standard normal noise of shape (n_samples, z_dim) on ``device``."""
     return torch.randn(n_samples, z_dim, device=device)
@@ -34,6 +41,7 @@ class Generator(nn.Module):
 
     def __init__(self, z_dim: int = 10, im_dim: int = 784, hidden_dim: int = 128):
         super().__init__()
+        check_sizes(z_dim=z_dim, im_dim=im_dim, hidden_dim=hidden_dim)
         self.z_dim = z_dim
         self.im_dim = im_dim
         self.hidden_dim = hidden_dim
@@ -64,6 +72,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, im_dim: int = 784, hidden_dim: int = 128):
         super().__init__()
+        check_sizes(im_dim=im_dim, hidden_dim=hidden_dim)
         self.im_dim = im_dim
         self.hidden_dim = hidden_dim
         self.disc = nn.Sequential(

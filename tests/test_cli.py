@@ -24,7 +24,12 @@ from gan_lightning.cli import RUN_DIR_ENV, UsageError, expand_short_options, mai
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = REPO_ROOT / "train.py"
-TINY_NETWORKS = ["--model.generator.init_args.hidden_dim", "8", "--model.discriminator.init_args.hidden_dim", "8"]
+TINY_NETWORKS = [
+    "--model.generator", "gan_lightning.networks.Generator",
+    "--model.generator.init_args.hidden_dim", "8",
+    "--model.discriminator", "gan_lightning.networks.Discriminator",
+    "--model.discriminator.init_args.hidden_dim", "8",
+]
 
 
 def smoke_args(data_dir: Path, runs_dir: Path) -> list[str]:

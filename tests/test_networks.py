@@ -205,3 +205,19 @@ def test_networks_chain() -> None:
     discriminator = Discriminator(im_dim=784, hidden_dim=16)
     logits = discriminator(generator(get_noise(9, 10)))
     assert logits.shape == (9, 1)
+
+
+@pytest.mark.parametrize(
+    ("network", "field", "value"),
+    [
+        ("generator", "z_dim", 0),
+        ("generator", "hidden_dim", -8),
+        ("generator", "im_dim", 0),
+        ("discriminator", "hidden_dim", 0),
+        ("discriminator", "im_dim", -1),
+    ],
+)
+def test_nonpositive_size_rejected(network: str, field: str, value: int) -> None:
+    cls = Generator if network == "generator" else Discriminator
+    with pytest.raises(ValueError, match=f"{field} must be a positive integer, got {value}"):
+        cls(**{field: value})

@@ -11,11 +11,13 @@ Three ways of training the same networks on the same batch size are timed after 
 - plain, device loader: the same hand-written loop over the project's device-resident loader,
   so its gap to ``trainer`` is Lightning's own overhead.
 
-Prints images per second for each, the ratios, and peak memory.
+Prints the median images per second of each path over ``--repeats`` interleaved runs, the ratios,
+and peak memory.
 """
 
 import argparse
 import resource
+import statistics
 import time
 from contextlib import nullcontext
 
@@ -149,6 +151,8 @@ def main() -> None:
     parser.add_argument("--reuse_fakes", type=lambda text: text.lower() == "true", default=False,
                         help="Trainer path: one generator forward per step (true) or two (false).")
     parser.add_argument("--num_workers", type=int, default=2, help="Workers of the torchvision DataLoader.")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="Timed runs of each path, interleaved; the median is reported.")
     args = parser.parse_args()
     device = torch.device(args.device)
 
@@ -163,17 +167,21 @@ def main() -> None:
         num_workers=args.num_workers, persistent_workers=args.num_workers > 0, pin_memory=device.type == "cuda",
     )
 
-    results = {}
-    results["trainer (device loader)"] = trainer_path(device, args)
-    results["plain loop, torchvision loader"] = plain_loop(tv_batches, device, args)
-    results["plain loop, device loader"] = plain_loop(device_batches, device, args)
+    # Interleaving the paths spreads any slowdown of the machine over all of them.
+    runs = {"trainer (device loader)": [], "plain loop, torchvision loader": [], "plain loop, device loader": []}
+    for _ in range(args.repeats):
+        runs["trainer (device loader)"].append(trainer_path(device, args))
+        runs["plain loop, torchvision loader"].append(plain_loop(tv_batches, device, args))
+        runs["plain loop, device loader"].append(plain_loop(device_batches, device, args))
+    results = {name: statistics.median(rates) for name, rates in runs.items()}
 
     baseline = results["plain loop, torchvision loader"]
     print(f"\nbatch {args.batch_size}, {args.steps} timed steps, device {device}, precision {args.precision}, "
           f"compile {args.compile}, reuse_fakes {args.reuse_fakes}, torch threads {torch.get_num_threads()}")
-    print(f"{'path':34} {'images/s':>10} {'vs plain torchvision':>22}")
+    print(f"{'path':34} {'images/s':>10} {'vs plain torchvision':>22}   all runs")
     for name, rate in results.items():
-        print(f"{name:34} {rate:10.0f} {rate / baseline:21.2f}x")
+        every_run = ", ".join(f"{value:.0f}" for value in runs[name])
+        print(f"{name:34} {rate:10.0f} {rate / baseline:21.2f}x   {every_run}")
     overhead = 1 - results["trainer (device loader)"] / results["plain loop, device loader"]
     print(f"Lightning overhead vs the same loop on device data: {overhead:.1%} of a step")
     print(f"peak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")

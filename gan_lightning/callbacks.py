@@ -6,7 +6,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
@@ -150,3 +150,17 @@ class Throughput(Callback):
         pl_module.log("train/images_per_sec", rate, prog_bar=True, rank_zero_only=True)
         self._start_time = time.perf_counter()
         self._images = 0
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` always holds the final state of a finished run.
+
+    Lightning 2.6 writes ``last.ckpt`` at the end of training only when no ``last.ckpt`` was
+    written before, so with ``every_n_train_steps`` it would keep the state of the last multiple
+    of that interval instead of the final batch.
+    """
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        super().on_train_end(trainer, pl_module)

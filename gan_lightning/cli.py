@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
-from gan_lightning.callbacks import ImageGrids, LossPlot, Throughput
+from gan_lightning.callbacks import ImageGrids, LossPlot, RunCheckpoint, Throughput
 from gan_lightning.checkpoint import CheckpointError
 from gan_lightning.datamodule import MNISTDataModule
 from gan_lightning.datasets import ensure_dataset
@@ -134,7 +134,7 @@ class GANCLI(LightningCLI):
             help="Weights & Biases: auto is online when logged in and offline otherwise; off disables it.",
         )
         parser.add_argument("--wandb_project", type=str, default="gan_lightning", help="W&B project name.")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.save_last": True,
@@ -144,6 +144,17 @@ class GANCLI(LightningCLI):
                 "checkpoint.mode": "max",
                 "checkpoint.filename": "step{step:07d}",
                 "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        # The checkpoint with the lowest val/fid so far, overwritten in place as best.ckpt.
+        parser.add_lightning_class_args(ModelCheckpoint, "best_checkpoint")
+        parser.set_defaults(
+            {
+                "best_checkpoint.monitor": "val/fid",
+                "best_checkpoint.mode": "min",
+                "best_checkpoint.save_top_k": 1,
+                "best_checkpoint.filename": "best",
+                "best_checkpoint.auto_insert_metric_name": False,
             }
         )
 
@@ -156,6 +167,11 @@ class GANCLI(LightningCLI):
         self.run_dir = run_dir
         config.trainer.default_root_dir = str(run_dir)
         config.checkpoint.dirpath = str(run_dir / "checkpoints")
+        config.best_checkpoint.dirpath = str(run_dir / "checkpoints")
+        if not config.model.eval_metrics:
+            # Nothing logs val/fid then, and ModelCheckpoint raises when validation ran without
+            # logging its monitored key. save_top_k 0 turns the best checkpoint off.
+            config.best_checkpoint.save_top_k = 0
         if config.trainer.logger is None:
             config.trainer.logger = self._loggers(run_dir, config.wandb, config.wandb_project)
         rank_zero_info(f"Run folder: {run_dir}")

@@ -51,6 +51,11 @@ class DeviceBatchLoader:
     as torchvision's ``ToTensor()``.
     """
 
+    # Lightning 2.6 reads DataLoader.batch_sampler from every validation loader that has a
+    # sampler (lightning.pytorch.utilities.data._is_dataloader_shuffled). This loader batches
+    # by itself, so it has none.
+    batch_sampler = None
+
     def __init__(
         self,
         images: torch.Tensor,
@@ -64,6 +69,10 @@ class DeviceBatchLoader:
         self.batch_size = batch_size
         self.sampler = sampler
         self.drop_last = drop_last
+        # Batches served so far in the current pass; a checkpoint stores it with the epoch.
+        self._batches_served = 0
+        # (epoch, batches served) of a checkpoint, used by the next pass over that epoch.
+        self._resume_position: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -71,10 +80,43 @@ class DeviceBatchLoader:
         return -(-len(self.sampler) // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # A generator, so this body runs at the first next(), after Lightning has called set_epoch.
+        first_batch = self._take_resume_position()
         # One host-to-device copy of the epoch's order, then every gather runs on the device.
         order = self.sampler.indices().to(self.images.device)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            index = order[start : start + self.batch_size]
+        self._batches_served = first_batch
+        for batch in range(first_batch, len(self)):
+            index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
             # (B, H, W) uint8 -> (B, 1, H, W) float in [0, 1]
             images = self.images[index].unsqueeze(1).float().div_(255)
+            # Counted before the batch is handed out, so a checkpoint written while the batch
+            # trains records it as served.
+            self._batches_served = batch + 1
             yield images, self.labels[index]
+
+    def state_dict(self) -> dict[str, int]:
+        """Return the position in the current epoch: the epoch and the batches served in it.
+
+        Lightning 2.6 stores the state of a stateful training loader in every checkpoint and
+        passes it to ``load_state_dict`` on resume, so training continues mid-epoch with the
+        batches that the interrupted run had not served yet.
+        """
+        return {"epoch": self.sampler.epoch, "batches_served": self._batches_served}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Make the next pass over ``state_dict["epoch"]`` skip the batches already served."""
+        self._resume_position = (int(state_dict["epoch"]), int(state_dict["batches_served"]))
+
+    def _take_resume_position(self) -> int:
+        """Return the batch at which this pass starts and forget the stored position.
+
+        A position from another epoch is ignored: after a checkpoint written at the end of epoch
+        e, Lightning resumes with epoch e + 1, which starts at its first batch.
+        """
+        position, self._resume_position = self._resume_position, None
+        if position is None:
+            return 0
+        epoch, batches_served = position
+        if epoch != self.sampler.epoch:
+            return 0
+        return min(batches_served, len(self))

@@ -29,6 +29,7 @@ TINY_NETWORKS = [
     "--model.generator.init_args.hidden_dim", "8",
     "--model.discriminator", "gan_lightning.networks.Discriminator",
     "--model.discriminator.init_args.hidden_dim", "8",
+    "--model.num_eval_samples", "200",
 ]
 
 

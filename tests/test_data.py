@@ -159,7 +159,7 @@ def test_trainer_sets_loader_epoch(tmp_path: Path, mnist_dir: Path) -> None:
         callbacks=[recorder],
         default_root_dir=str(tmp_path),
     )
-    model = GAN(Generator(z_dim=4, hidden_dim=8), Discriminator(hidden_dim=8), display_step=100)
+    model = GAN(Generator(z_dim=4, hidden_dim=8), Discriminator(hidden_dim=8), display_step=100, num_eval_samples=200)
 
     trainer.fit(model, datamodule=MNISTDataModule(data_dir=str(mnist_dir), batch_size=64, seed=7, download=False))
 

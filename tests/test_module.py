@@ -33,7 +33,8 @@ WINDOW_MESSAGE = re.compile(
 def make_gan(hidden_dim: int = HIDDEN_DIM, im_dim: int = 784, **hparams: Any) -> GAN:
     generator = Generator(z_dim=Z_DIM, im_dim=im_dim, hidden_dim=hidden_dim)
     discriminator = Discriminator(im_dim=im_dim, hidden_dim=hidden_dim)
-    return GAN(generator, discriminator, **hparams)
+    # A small validation sample keeps each epoch end fast; the metrics have their own tests.
+    return GAN(generator, discriminator, **{"num_eval_samples": 200, **hparams})
 
 
 def make_datamodule(data_dir: Path) -> MNISTDataModule:
@@ -490,3 +491,23 @@ def test_resume_with_other_networks_rejected(tmp_path: Path, mnist_dir: Path) ->
 
     assert "--ckpt_path" in str(error.value)
     assert recorder.reals == []
+
+
+def test_last_checkpoint_holds_final_step(mnist_dir: Path, tmp_path: Path) -> None:
+    from gan_lightning.callbacks import RunCheckpoint
+
+    checkpoint = RunCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=3, save_last=True)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=5,
+        logger=False,
+        callbacks=[checkpoint],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(make_gan(eval_metrics=False), datamodule=make_datamodule(mnist_dir))
+
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 5

@@ -39,6 +39,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "--model.generator.init_args.hidden_dim", "8",
                 "--model.discriminator", "gan_lightning.networks.Discriminator",
                 "--model.discriminator.init_args.hidden_dim", "8",
+                "--model.num_eval_samples", "200",
                 "--trainer.enable_progress_bar", "false",
                 "--trainer.enable_model_summary", "false",
             ]  # fmt: skip

@@ -119,7 +119,9 @@ class _Timer(L.Callback):
 def trainer_path(device: torch.device, args: argparse.Namespace) -> float:
     """Train through lightning.Trainer and return images per second after the warm-up."""
     generator, discriminator = _networks(device, False)
-    model = GAN(generator, discriminator, reuse_fakes=args.reuse_fakes, compile=args.compile, display_step=10**9)
+    model = GAN(
+        generator, discriminator, reuse_fakes=args.reuse_fakes, compile=args.compile, display_step=10**9, eval_metrics=False
+    )
     data = MNISTDataModule(data_dir=args.data_dir, batch_size=args.batch_size, loader="device", download=False)
     timer = _Timer(args.warmup)
     trainer = L.Trainer(

@@ -15,16 +15,29 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
-from gan_lightning.callbacks import ImageGrids, LossPlot, RunCheckpoint, Throughput
+from gan_lightning.callbacks import ImageGrids, LossPlot, Throughput
 from gan_lightning.checkpoint import CheckpointError
 from gan_lightning.datamodule import MNISTDataModule
 from gan_lightning.datasets import ensure_dataset
 from gan_lightning.idx import DatasetError
 from gan_lightning.module import GAN
+from gan_lightning.reliability import (
+    DivergenceError,
+    DivergenceGuard,
+    GracefulInterrupt,
+    InterruptCheckpoint,
+    RandomState,
+    check_run_config,
+    check_strategy,
+    handle_interrupt,
+    remove_empty_run_dir,
+    with_checkpoint_io,
+)
 from gan_lightning.tracking import resolve_wandb_mode
 
 # Short forms accepted for the most used Trainer options: --accelerator gpu == --trainer.accelerator gpu.
@@ -120,7 +133,7 @@ class GANCLI(LightningCLI):
             save_config_kwargs={"save_to_log_dir": False},
             seed_everything_default=0,
             # Added to every run, also when --trainer.callbacks lists others.
-            trainer_defaults={"callbacks": [ImageGrids(), LossPlot(), Throughput()]},
+            trainer_defaults={"callbacks": [ImageGrids(), LossPlot(), Throughput(), RandomState(), GracefulInterrupt()]},
             parser_kwargs={"default_config_files": [str(DEFAULT_CONFIG)]},
             **kwargs,
         )
@@ -134,10 +147,12 @@ class GANCLI(LightningCLI):
             help="Weights & Biases: auto is online when logged in and offline otherwise; off disables it.",
         )
         parser.add_argument("--wandb_project", type=str, default="gan_lightning", help="W&B project name.")
-        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+        # A RunCheckpoint that also saves when SIGTERM or SIGINT stops training, never after other errors.
+        parser.add_lightning_class_args(InterruptCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.save_last": True,
+                "checkpoint.save_on_exception": True,
                 "checkpoint.every_n_train_steps": 1000,
                 "checkpoint.save_top_k": 3,
                 "checkpoint.monitor": "step",
@@ -146,6 +161,8 @@ class GANCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+        # Stops training on a NaN or infinite loss, or skips such updates with --divergence.policy skip.
+        parser.add_lightning_class_args(DivergenceGuard, "divergence")
         # The checkpoint with the lowest val/fid so far, overwritten in place as best.ckpt.
         parser.add_lightning_class_args(ModelCheckpoint, "best_checkpoint")
         parser.set_defaults(
@@ -160,6 +177,8 @@ class GANCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config
+        # Reject bad values, strategies and checkpoints before the data is fetched or a folder made.
+        check_run_config(config)
         # Check or fetch the data before any model is built or folder is made.
         ensure_dataset(config.data.data_dir, config.data.dataset, download=config.data.download and _process_rank() == 0)
 
@@ -175,6 +194,13 @@ class GANCLI(LightningCLI):
         if config.trainer.logger is None:
             config.trainer.logger = self._loggers(run_dir, config.wandb, config.wandb_project)
         rank_zero_info(f"Run folder: {run_dir}")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        # Checkpoints are written atomically and loaded without running pickled code.
+        kwargs.setdefault("plugins", with_checkpoint_io(self.config_init.get("trainer.plugins")))
+        trainer = super().instantiate_trainer(**kwargs)
+        check_strategy(trainer.strategy)
+        return trainer
 
     def _loggers(self, run_dir: Path, wandb: str, project: str) -> list[dict[str, Any]]:
         loggers = [
@@ -206,12 +232,29 @@ def main(argv: list[str] | None = None) -> None:
         # DDP relaunches this script with sys.argv, so the processes it starts see the full forms too.
         sys.argv[1:] = args
     inherited_run_dir = RUN_DIR_ENV in os.environ
+    trainer = None
     try:
         cli = GANCLI(args=None if argv is None else args)
+        trainer = cli.trainer
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
-    except (DatasetError, CheckpointError) as error:
+    except (DatasetError, CheckpointError, DivergenceError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
+    except ValueError as error:
+        if trainer is not None:
+            raise
+        # Nothing has run after a ConfigError or a value that a class rejected while the CLI
+        # built it, so the empty run folder is removed too.
+        print(f"error: {error}", file=sys.stderr)
+        if not inherited_run_dir:
+            remove_empty_run_dir(os.environ.get(RUN_DIR_ENV))
+        raise SystemExit(2) from None
+    except (KeyboardInterrupt, SystemExit) as stop:
+        # SIGINT and SIGTERM end with 128 + the signal number, as shells report them.
+        status = handle_interrupt(trainer, stop)
+        if status is None:
+            raise
+        raise SystemExit(status) from None
     finally:
         if not inherited_run_dir:
             # A later run in this process gets a folder of its own.

@@ -69,7 +69,7 @@ class DeviceBatchLoader:
         self.batch_size = batch_size
         self.sampler = sampler
         self.drop_last = drop_last
-        # Batches served so far in the current pass; a checkpoint stores it with the epoch.
+        # Batches served so far in the current pass, stored in checkpoints with the epoch.
         self._batches_served = 0
         # (epoch, batches served) of a checkpoint, used by the next pass over that epoch.
         self._resume_position: tuple[int, int] | None = None

@@ -153,7 +153,7 @@ class Throughput(Callback):
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose ``last.ckpt`` always holds the final state of a finished run.
+    """``ModelCheckpoint`` whose ``last.ckpt`` contains the final state once training ends.
 
     Lightning 2.6 writes ``last.ckpt`` at the end of training only when no ``last.ckpt`` was
     written before, so with ``every_n_train_steps`` it would keep the state of the last multiple

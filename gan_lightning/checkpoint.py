@@ -69,7 +69,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
         raise CheckpointError(
-            f"{path} is not a readable checkpoint of this package, or it holds objects other than "
+            f"{path} is not a readable checkpoint of this package, or it contains objects other than "
             f"tensors and plain containers, which are not loaded for safety: {error}"
         ) from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or NETWORKS_KEY not in checkpoint:

@@ -47,8 +47,8 @@ RUN_DIR_ENV = "GAN_LIGHTNING_RUN_DIR"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
 
-# A checkpoint written after batch N holds the weights after that batch's updates, which is what
-# resuming needs; Lightning 2.6 warns about it for every manual-optimization module.
+# A checkpoint written after batch N contains the weights after that batch's updates, which is what
+# resuming needs. Lightning 2.6 warns about it for every manual-optimization module.
 warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 
 
@@ -140,7 +140,7 @@ class GANCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--ckpt_path", type=str | None, default=None, help="Checkpoint to resume training from.")
-        parser.add_argument("--runs_dir", type=str, default="runs", help="Folder that holds one folder per run.")
+        parser.add_argument("--runs_dir", type=str, default="runs", help="Parent folder of the run folders, one per run.")
         parser.add_argument("--run_name", type=str | None, default=None, help="Name of this run's folder (default: the start time).")
         parser.add_argument(
             "--wandb", type=str, default="auto", choices=["auto", "online", "offline", "off"],

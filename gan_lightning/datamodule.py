@@ -106,7 +106,7 @@ class MNISTDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DeviceBatchLoader | DataLoader:
-        # Whole batches only, so BatchNorm never sees a batch of one image.
+        # Whole batches only, so BatchNorm never gets a batch of one image.
         if self.hparams.loader == "device":
             return self._device_loader(self.train_set, shuffle=True, drop_last=True)
         return self._torchvision_loader(train=True, drop_last=True)

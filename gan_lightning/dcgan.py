@@ -40,10 +40,10 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """(N, 1, 28, 28) -> (N, w, 14, 14) -> (N, 2w, 7, 7) -> one logit (N, 1); no Sigmoid.
+    """(N, 1, 28, 28) -> (N, w, 14, 14) -> (N, 2w, 7, 7) -> one logit (N, 1), with no Sigmoid.
 
-    ``batch_norm`` adds BatchNorm after the second convolution, as DCGAN does; turn it off for
-    losses with a gradient penalty, which assume each logit depends on its own image only.
+    ``batch_norm`` adds BatchNorm after the second convolution, as DCGAN does. Turn it off for
+    losses with a gradient penalty, because they assume each logit depends on its own image only.
     """
 
     def __init__(self, width: int = 32, channels: int = 1, batch_norm: bool = True):

@@ -3,7 +3,7 @@
     python -m gan_lightning.sample --ckpt_path RUN/checkpoints/last.ckpt --num_samples 10000 --output samples.npz
     python -m gan_lightning.sample --ckpt_path RUN/checkpoints/last.ckpt --num_samples 64 --output grid.png
 
-An ``.npz`` file holds ``images``, uint8 (N, 28, 28) with 0 as black; a ``.png`` file is a grid.
+An ``.npz`` file contains ``images``, uint8 (N, 28, 28) with 0 as black; a ``.png`` file is a grid.
 The checkpoint is read without executing pickled code.
 """
 

@@ -11,6 +11,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
 from gan_lightning.images import as_images, to_uint8
+from gan_lightning.labels import generate
 
 
 def _image_shape(trainer: L.Trainer) -> tuple[int, ...] | None:
@@ -31,11 +32,15 @@ class ImageGrids(Callback):
 
     @torch.no_grad()
     def fake_grid(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor:
-        """Draw the fixed noise through the generator in eval mode: a (3, H', W') grid."""
-        generator = pl_module.generator
+        """Draw the fixed noise through the generator in eval mode: a (3, H', W') grid.
+
+        The generator is the moving average when the module keeps one; a conditional one draws the
+        module's fixed labels, 0 to 9 in turn.
+        """
+        generator = pl_module.sampling_generator
         was_training = generator.training
         generator.eval()
-        fake = generator(pl_module.fixed_z).float()
+        fake = generate(generator, pl_module.fixed_z, pl_module.fixed_labels).float()
         generator.train(was_training)
         return make_grid(as_images(fake, _image_shape(trainer)).cpu(), nrow=self.nrow)
 
@@ -64,6 +69,8 @@ class ImageGrids(Callback):
 class LossPlot(Callback):
     """Record both losses at every batch and plot them to ``<run folder>/losses.png`` at the end.
 
+    Batches that do not update G (``n_critic`` > 1) record its loss as NaN, which the plot leaves out.
+
     The history is kept in checkpoints, so the plot of a resumed run covers the whole run.
     """
 
@@ -73,8 +80,10 @@ class LossPlot(Callback):
         self.pending: list[torch.Tensor] = []  # device tensors not yet copied to the host
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        step = torch.tensor(float(trainer.global_step), device=outputs["d_loss"].device)
-        self.pending.append(torch.stack([step, outputs["d_loss"].float(), outputs["g_loss"].float()]))
+        d_loss = outputs["d_loss"].float()
+        step = torch.tensor(float(trainer.global_step), device=d_loss.device)
+        g_loss = outputs["g_loss"].float() if "g_loss" in outputs else torch.full_like(d_loss, float("nan"))
+        self.pending.append(torch.stack([step, d_loss, g_loss]))
 
     def _flush(self) -> None:
         # One host copy per epoch instead of one per batch keeps a GPU step free of syncs.
@@ -106,10 +115,13 @@ class LossPlot(Callback):
         from matplotlib import pyplot as plt
 
         figure, axes = plt.subplots(figsize=(8, 4.5))
-        steps = history[:, 0].numpy()
         for column, label in ((1, "discriminator"), (2, "generator")):
-            axes.plot(steps, history[:, column].numpy(), label=label, linewidth=0.6, alpha=0.35)
-            smooth = _moving_average(history[:, column], max(1, len(history) // 100))
+            rows = history[history[:, column].isfinite()]
+            if len(rows) == 0:
+                continue
+            steps = rows[:, 0].numpy()
+            axes.plot(steps, rows[:, column].numpy(), label=label, linewidth=0.6, alpha=0.35)
+            smooth = _moving_average(rows[:, column], max(1, len(rows) // 100))
             axes.plot(steps[len(steps) - len(smooth) :], smooth.numpy(), label=f"{label} (moving mean)")
         axes.set_xlabel("batch")
         axes.set_ylabel("loss")

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 NETWORKS_KEY = "gan_lightning_networks"
+# State-dict prefix of the generator's moving average (GAN.generator_ema, a torch AveragedModel).
+EMA_PREFIX = "generator_ema.module."
 
 
 class CheckpointError(RuntimeError):
@@ -84,10 +86,15 @@ def _sub_state_dict(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[st
     return {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
 
 
-def load_network(checkpoint: dict[str, Any], name: str) -> nn.Module:
-    """Build network ``name`` ("generator" or "discriminator") with its weights, in eval mode."""
+def load_network(checkpoint: dict[str, Any], name: str, ema: bool = False) -> nn.Module:
+    """Build network ``name`` ("generator" or "discriminator") with its weights, in eval mode.
+
+    ``ema`` loads the generator's moving-average weights instead of the trained ones.
+    """
     network = build_network(checkpoint[NETWORKS_KEY][name])
-    state_dict = _sub_state_dict(checkpoint["state_dict"], f"{name}.")
+    if ema and name != "generator":
+        raise ValueError(f"Only the generator has moving-average weights, not the {name}.")
+    state_dict = _sub_state_dict(checkpoint["state_dict"], EMA_PREFIX if ema else f"{name}.")
     try:
         network.load_state_dict(state_dict)
     except RuntimeError as error:
@@ -95,6 +102,16 @@ def load_network(checkpoint: dict[str, Any], name: str) -> nn.Module:
     return network.eval()
 
 
-def load_generator(path: str | Path) -> nn.Module:
-    """Load the generator of a checkpoint file in eval mode on the CPU."""
-    return load_network(load_checkpoint(path), "generator")
+def has_ema(checkpoint: dict[str, Any]) -> bool:
+    """Return whether the checkpoint holds a moving average of the generator's weights."""
+    return any(key.startswith(EMA_PREFIX) for key in checkpoint["state_dict"])
+
+
+def load_generator(path: str | Path, ema: bool = True) -> nn.Module:
+    """Load the generator of a checkpoint file in eval mode on the CPU.
+
+    With ``ema`` (the default) a checkpoint that keeps a moving average of the generator's weights
+    gives the averaged generator, which training also uses for its grids and metrics.
+    """
+    checkpoint = load_checkpoint(path)
+    return load_network(checkpoint, "generator", ema=ema and has_ema(checkpoint))

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gan_lightning.checkpoint import CheckpointError, load_checkpoint, load_network
+from gan_lightning.checkpoint import CheckpointError, has_ema, load_checkpoint, load_network
 from gan_lightning.datasets import DATASETS, ensure_dataset, load_split, raw_folder
 from gan_lightning.idx import DatasetError
 from gan_lightning.metrics import InceptionFID, SampleQuality, inception_fid
@@ -39,6 +39,7 @@ TABLE_ROWS = (
     ("is", ".3f", "Inception-score analogue from the classifier, at most 10 (higher is better)"),
     ("kl_uniform", ".4f", "KL divergence of the predicted-class histogram from uniform (0 is even)"),
     ("classes", "d", "classes predicted for at least {coverage_threshold:.0%} of the fakes, of 10"),
+    ("label_accuracy", ".4f", "share of conditional fakes classified as the digit they were drawn for"),
     ("inception_fid", ".3f", "standard Inception-v3 FID (lower is better)"),
 )
 
@@ -99,8 +100,10 @@ def evaluate(args: argparse.Namespace, inception: InceptionFID | None) -> dict[s
     report: dict[str, Any] = {}
     if args.ckpt_path is not None:
         checkpoint = load_checkpoint(args.ckpt_path)
-        generator = load_network(checkpoint, "generator").to(args.device)
+        ema = has_ema(checkpoint) and not args.raw_weights
+        generator = load_network(checkpoint, "generator", ema=ema).to(args.device)
         report.update(ckpt_path=str(args.ckpt_path), global_step=checkpoint.get("global_step"))
+        report.update(weights="moving average" if ema else "trained")
         report.update(num_fake=args.num_samples, seed=args.seed)
     else:
         fakes = load_samples(args.samples)
@@ -129,7 +132,7 @@ def format_table(report: dict[str, Any]) -> str:
         step = report["global_step"]
         lines = [
             f"Sample quality of {report['ckpt_path']}" + (f" (step {step})" if step is not None else ""),
-            f"  fakes: {report['num_fake']} from seed {report['seed']}",
+            f"  fakes: {report['num_fake']} from seed {report['seed']}, {report['weights']} generator weights",
         ]
     else:
         lines = [f"Sample quality of {report['samples']}", f"  fakes: {report['num_fake']} from the file"]
@@ -169,6 +172,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--seed", type=int, default=None,
         help=f"Seed of the noise for --ckpt_path (default {DEFAULT_SEED}, as the model option eval_seed).",
     )  # fmt: skip
+    parser.add_argument(
+        "--raw_weights", action="store_true", default=None,
+        help="Score the generator's trained weights even when the checkpoint keeps their moving average (ema_decay).",
+    )  # fmt: skip
     parser.add_argument("--device", default="cpu", help="Device to generate and score on, for example cpu or cuda.")
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
     parser.add_argument(
@@ -183,7 +190,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
 
     if args.samples is not None:
-        for name in ("num_samples", "seed"):
+        for name in ("num_samples", "seed", "raw_weights"):
             if getattr(args, name) is not None:
                 parser.error(f"--{name} applies to --ckpt_path only; an .npz file holds fixed samples.")
     else:

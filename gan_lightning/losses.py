@@ -64,3 +64,64 @@ def get_gen_loss(
     noise = get_noise(num_images, z_dim, device=device)
     d_fake = disc(gen(noise))
     return criterion(d_fake, torch.ones_like(d_fake))
+
+
+# Names accepted by GAN(loss=...), as used on the command line: --model.loss hinge.
+LOSSES = ("bce", "hinge", "lsgan", "wgan_gp")
+
+
+def _check_loss(loss: str) -> None:
+    if loss not in LOSSES:
+        raise ValueError(f"Unknown loss {loss!r}. Pass --model.loss with one of: {', '.join(LOSSES)}.")
+
+
+def discriminator_loss(loss: str, d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """Return the discriminator loss ``loss`` for D's outputs on reals and on fakes.
+
+    - ``bce``: binary cross entropy with logits, reals against ones and fakes against zeros
+      (Goodfellow et al., 2014), averaged over the two halves.
+    - ``hinge``: mean(relu(1 - d_real)) + mean(relu(1 + d_fake)) (Lim and Ye, 2017; Miyato et al., 2018).
+    - ``lsgan``: least squares with targets 1 for reals and 0 for fakes, halved (Mao et al., 2017).
+    - ``wgan_gp``: the critic's Wasserstein estimate mean(d_fake) - mean(d_real) (Gulrajani et al.,
+      2017); the gradient penalty is added separately, see ``gradient_penalty``.
+    """
+    _check_loss(loss)
+    if loss == "bce":
+        return bce_discriminator_loss(d_real, d_fake)
+    if loss == "hinge":
+        return F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+    if loss == "lsgan":
+        return ((d_real - 1).square().mean() + d_fake.square().mean()) / 2
+    return d_fake.mean() - d_real.mean()
+
+
+def generator_loss(loss: str, d_fake: torch.Tensor) -> torch.Tensor:
+    """Return the generator loss ``loss`` for D's outputs on fakes.
+
+    ``bce`` is the non-saturating loss BCE(d_fake, ones); ``hinge`` and ``wgan_gp`` use
+    -mean(d_fake); ``lsgan`` uses mean((d_fake - 1)^2) / 2.
+    """
+    _check_loss(loss)
+    if loss == "bce":
+        return bce_generator_loss(d_fake)
+    if loss == "lsgan":
+        return (d_fake - 1).square().mean() / 2
+    return -d_fake.mean()
+
+
+def gradient_penalty(
+    critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor
+) -> torch.Tensor:
+    """Return mean((||grad critic(x)||_2 - 1)^2) over points x between reals and fakes.
+
+    Each x = e * real + (1 - e) * fake with e drawn uniformly from [0, 1] per image, as in
+    Gulrajani et al. (2017). The graph of the gradient is kept, so the penalty trains the critic.
+    ``fake`` should be detached from the generator.
+    """
+    if real.shape != fake.shape:
+        raise ValueError(f"real and fake must have the same shape, got {tuple(real.shape)} and {tuple(fake.shape)}.")
+    mix = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+    points = (mix * real + (1 - mix) * fake).requires_grad_(True)
+    scores = critic(points)
+    (gradients,) = torch.autograd.grad(scores.sum(), points, create_graph=True)
+    return (gradients.flatten(1).norm(2, dim=1) - 1).square().mean()

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torchmetrics import Metric
+from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
@@ -173,6 +174,8 @@ class SampleQuality(nn.Module):
                 feature=feature_input, subsets=kid_subsets, subset_size=kid_subset_size, reset_real_features=False
             )
         self.fake_classes = ClassHistogram(coverage_threshold)
+        # Share of conditional fakes that the classifier assigns to the class they were drawn for.
+        self.label_accuracy = MulticlassAccuracy(num_classes=NUM_CLASSES, average="micro")
 
     def train(self, mode: bool = True) -> "SampleQuality":
         super().train(mode)
@@ -208,15 +211,23 @@ class SampleQuality(nn.Module):
         self.fid.update(features, real=True)
         self.kid.update(features, real=True)
 
-    def update_fake(self, images: torch.Tensor) -> None:
-        """Add generated images: (N, 1, 28, 28) or (N, 784) float in [0, 1]."""
+    def update_fake(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """Add generated images: (N, 1, 28, 28) or (N, 784) float in [0, 1].
+
+        labels: for a conditional generator, the classes (N,) the images were drawn for; compute()
+        then also reports ``label_accuracy``.
+        """
         features, logits = self._classify(images)
         self.fid.update(features, real=False)
         self.kid.update(features, real=False)
         self.fake_classes.update(logits)
+        if labels is not None:
+            self.label_accuracy.update(logits, labels.to(logits.device))
 
     def compute(self) -> dict[str, float | list[float]]:
         """Compute fid, kid, kid_std, is, kl_uniform, classes and class_share of the fakes against the reals.
+
+        Also label_accuracy when the fakes came with labels.
 
         Needs at least 2 real and 2 fake images. KID subsets are drawn with a fixed seed in a forked random
         state, so repeated calls agree and the caller's random stream is left untouched.
@@ -235,18 +246,22 @@ class SampleQuality(nn.Module):
             torch.default_generator.manual_seed(0)
             kid_mean, kid_std = self.kid.compute()
 
-        return {
+        result = {
             "fid": self.fid.compute().item(),
             "kid": kid_mean.item(),
             "kid_std": kid_std.item(),
             **self.fake_classes.compute(),
         }
+        if self.label_accuracy.update_count:
+            result["label_accuracy"] = self.label_accuracy.compute().item()
+        return result
 
     def reset_fake(self) -> None:
         """Clear the fake statistics and keep the real ones."""
         self.fid.reset()
         self.kid.reset()
         self.fake_classes.reset()
+        self.label_accuracy.reset()
 
     def reset(self) -> None:
         """Clear both the real and the fake statistics."""
@@ -255,6 +270,7 @@ class SampleQuality(nn.Module):
             metric.reset()
             metric.reset_real_features = False
         self.fake_classes.reset()
+        self.label_accuracy.reset()
 
 
 class InceptionFID(nn.Module):

@@ -1,17 +1,20 @@
 """The LightningModule that trains a generator against a discriminator."""
 
 import math
+from typing import Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
 
 from gan_lightning.checkpoint import NETWORKS_KEY, CheckpointError, network_spec
 from gan_lightning.idx import DatasetError
-from gan_lightning.losses import bce_discriminator_loss, bce_generator_loss
+from gan_lightning.labels import balanced_labels, discriminate, generate, num_classes_of
+from gan_lightning.losses import discriminator_loss, generator_loss, gradient_penalty
 from gan_lightning.metrics import check_images
 from gan_lightning.networks import Discriminator, Generator
 from gan_lightning.quality import VAL_METRICS, ValidationQuality, eval_noise, generate_images, score_generator
@@ -33,13 +36,50 @@ def _check_betas(name: str, betas: tuple[float, float]) -> None:
         )
 
 
+def _check_conditioning(generator: nn.Module, discriminator: nn.Module) -> int:
+    """Return the generator's number of classes after checking that D is conditioned the same way."""
+    g_classes, d_classes = num_classes_of(generator), num_classes_of(discriminator)
+    if g_classes != d_classes:
+        raise ValueError(
+            f"The generator is conditioned on {g_classes} classes but the discriminator on {d_classes} "
+            "(0 means unconditional). Use a conditional generator with a conditional discriminator of the "
+            "same num_classes, or two unconditional networks."
+        )
+    return g_classes
+
+
+def _check_loss_fits(loss: str, discriminator: nn.Module, compile: bool) -> None:
+    if loss != "wgan_gp":
+        return
+    if any(isinstance(layer, nn.modules.batchnorm._BatchNorm) for layer in discriminator.modules()):
+        raise ValueError(
+            "loss wgan_gp penalises the gradient of each image's score, which BatchNorm in the discriminator "
+            "mixes across the batch. Pass --model.discriminator.init_args.batch_norm false, or another loss."
+        )
+    if compile:
+        raise ValueError(
+            "loss wgan_gp differentiates through a gradient, which torch.compile does not support. "
+            "Pass --model.compile false, or another loss."
+        )
+
+
 class GAN(L.LightningModule):
-    """A GAN trained with manual optimization: each batch updates D, then G.
+    """A GAN trained with manual optimization: each batch updates D, then (every ``n_critic`` batches) G.
 
     Args:
         generator: maps noise (N, z_dim) to images in [0, 1] and has a ``z_dim`` attribute;
-            the classic ``Generator(z_dim=64)`` when not given.
+            the classic ``Generator(z_dim=64)`` when not given. A class-conditional generator
+            (see ``gan_lightning.labels``) is trained on the labels of the real batch.
         discriminator: maps images to logits (N, 1); the classic ``Discriminator()`` when not given.
+            Conditional when the generator is, with the same ``num_classes``.
+        loss: ``bce`` (non-saturating), ``hinge``, ``lsgan`` or ``wgan_gp``; see
+            ``gan_lightning.losses.discriminator_loss``.
+        n_critic: D updates per G update. Every batch updates D; G is updated on every
+            ``n_critic``-th batch, so steps keep counting batches.
+        gp_weight: weight of the gradient penalty of ``wgan_gp``.
+        ema_decay: keep an exponential moving average of the generator's weights with this decay,
+            updated after every G step, and use it for grids, validation metrics, sampling and
+            export. ``None`` turns it off.
         g_lr: Adam learning rate of the generator.
         d_lr: Adam learning rate of the discriminator.
         g_betas: Adam betas of the generator.
@@ -47,7 +87,7 @@ class GAN(L.LightningModule):
         display_step: batches between logged loss means and image grids.
         num_display: images in the grid of fakes drawn from the fixed noise.
         reuse_fakes: score the fakes made for the D update again, with the updated D, for the
-            G update, instead of drawing new noise: one generator forward per batch instead of two.
+            G update, instead of drawing new noise: one generator forward per G update instead of two.
         compile: compile the generator and the discriminator with ``torch.compile``.
         fixed_noise_seed: seed of the fixed noise batch behind the grids of fakes.
         eval_metrics: at each validation pass, score ``num_eval_samples`` fakes against the
@@ -62,6 +102,10 @@ class GAN(L.LightningModule):
         self,
         generator: nn.Module | None = None,
         discriminator: nn.Module | None = None,
+        loss: Literal["bce", "hinge", "lsgan", "wgan_gp"] = "bce",
+        n_critic: int = 1,
+        gp_weight: float = 10.0,
+        ema_decay: float | None = None,
         g_lr: float = 2e-4,
         d_lr: float = 2e-4,
         g_betas: tuple[float, float] = (0.5, 0.999),
@@ -78,6 +122,14 @@ class GAN(L.LightningModule):
         super().__init__()
         for name, value in (("g_lr", g_lr), ("d_lr", d_lr), ("display_step", display_step), ("num_display", num_display)):
             _check_positive(name, value)
+        _check_positive("n_critic", n_critic)
+        _check_positive("gp_weight", gp_weight)
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ValueError(
+                f"ema_decay must be in (0, 1), got {ema_decay}. Pass --model.ema_decay 0.999, or null to turn it off."
+            )
+        if int(n_critic) != n_critic:
+            raise ValueError(f"n_critic must be a whole number, got {n_critic}. Pass --model.n_critic 5.")
         _check_betas("g_betas", g_betas)
         _check_betas("d_betas", d_betas)
         if num_eval_samples < 2:
@@ -93,9 +145,19 @@ class GAN(L.LightningModule):
         self.generator = generator if generator is not None else Generator(z_dim=64)
         self.discriminator = discriminator if discriminator is not None else Discriminator()
         self.z_dim: int = self.generator.z_dim
+        self.num_classes = _check_conditioning(self.generator, self.discriminator)
+        _check_loss_fits(loss, self.discriminator, compile)
 
         generator_rng = torch.Generator().manual_seed(fixed_noise_seed)
         self.register_buffer("fixed_z", torch.randn(num_display, self.z_dim, generator=generator_rng))
+
+        # The average lives in the state dict as generator_ema.module.*, so checkpoints keep it
+        # and a resumed run continues it. Its weights take no gradients.
+        self.generator_ema: AveragedModel | None = None
+        if ema_decay is not None:
+            self.generator_ema = AveragedModel(
+                self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True
+            ).requires_grad_(False)
 
         # Means over the current display window; torchmetrics syncs them across processes.
         self.d_loss_window = MeanMetric()
@@ -117,9 +179,21 @@ class GAN(L.LightningModule):
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.d_lr, betas=self.hparams.d_betas)
         return [opt_g, opt_d]
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """Generate images from noise z: (N, z_dim)."""
-        return self.generator(z)
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The generator behind grids, validation metrics and samples: the average when ``ema_decay`` is set."""
+        return self.generator_ema.module if self.generator_ema is not None else self.generator
+
+    @property
+    def fixed_labels(self) -> torch.Tensor | None:
+        """Labels of the fixed noise for a conditional generator: 0, 1, ..., 9, 0, 1, ...; else None."""
+        if not self.num_classes:
+            return None
+        return balanced_labels(len(self.fixed_z), self.num_classes, self.fixed_z.device)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Generate images from noise z: (N, z_dim), with labels for a conditional generator."""
+        return generate(self.sampling_generator, z, labels)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[NETWORKS_KEY] = self._network_specs()
@@ -152,11 +226,19 @@ class GAN(L.LightningModule):
             f"Set the networks' im_dim to {num_pixels} (--model.generator.init_args.im_dim and "
             "--model.discriminator.init_args.im_dim) or choose a matching data set."
         )
+        num_classes = getattr(datamodule, "num_classes", None)
+        if self.num_classes and num_classes is not None and num_classes > self.num_classes:
+            raise DatasetError(
+                f"The data set has {num_classes} classes but the networks are conditioned on {self.num_classes}. "
+                f"Set num_classes to {num_classes} (--model.generator.init_args.num_classes and "
+                "--model.discriminator.init_args.num_classes)."
+            )
+        labels = balanced_labels(2, self.num_classes, self.device) if self.num_classes else None
         training = self.training
         self.eval()
         try:
             with torch.no_grad():
-                fake = self.generator(self.fixed_z[:2])
+                fake = generate(self.generator, self.fixed_z[:2], labels)
                 if fake[0].numel() != num_pixels:
                     raise DatasetError(
                         f"The data set's images have shape {tuple(image_shape)} ({num_pixels} pixels) "
@@ -164,7 +246,7 @@ class GAN(L.LightningModule):
                     )
                 real = torch.zeros(2, *image_shape, device=self.device)
                 try:
-                    self.discriminator(real)
+                    discriminate(self.discriminator, real, labels)
                 except RuntimeError as error:
                     raise DatasetError(
                         f"The discriminator cannot take the data set's images of shape "
@@ -180,65 +262,83 @@ class GAN(L.LightningModule):
         self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=_no_closure, model=self)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        real, _ = batch  # (N, C, H, W) in [0, 1]
+        real, labels = batch  # (N, C, H, W) in [0, 1], (N,) class indices
+        labels = labels if self.num_classes else None  # fakes take the labels of the reals
         opt_g, opt_d = self.optimizers()
         num_images = real.shape[0]
+        loss = self.hparams.loss
+        # G trains on every n_critic-th batch; global_step counts the batches done before this one.
+        train_generator = (self.global_step + 1) % self.hparams.n_critic == 0
+        reuse_fakes = self.hparams.reuse_fakes and train_generator
 
-        # Update D: reals against ones, detached fakes against zeros.
+        # Update D on reals and detached fakes.
         z = torch.randn(num_images, self.z_dim, device=real.device)
-        if self.hparams.reuse_fakes:
-            fake = self.generator(z)
-        else:
-            with torch.no_grad():
-                fake = self.generator(z)
-        d_real = self.discriminator(real)
-        d_fake = self.discriminator(fake.detach())
-        d_loss = bce_discriminator_loss(d_real, d_fake)
+        with torch.set_grad_enabled(reuse_fakes):
+            fake = generate(self.generator, z, labels)
+        d_real = discriminate(self.discriminator, real, labels)
+        d_fake = discriminate(self.discriminator, fake.detach(), labels)
+        d_loss = discriminator_loss(loss, d_real, d_fake)
+        if loss == "wgan_gp":
+            critic = lambda images: discriminate(self.discriminator, images, labels)  # noqa: E731
+            d_loss = d_loss + self.hparams.gp_weight * gradient_penalty(critic, real, fake.detach().view_as(real))
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
         opt_d.step()
 
-        # Update G: fakes scored by the updated D against ones. Toggling freezes D's
-        # parameters, so G's loss leaves no gradient on D.
-        with self.toggled_optimizer(opt_g):
-            if not self.hparams.reuse_fakes:
-                fake = self.generator(torch.randn(num_images, self.z_dim, device=real.device))
-            g_loss = bce_generator_loss(self.discriminator(fake))
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(g_loss)
-            self._step_uncounted(opt_g)
+        outputs = {"d_loss": d_loss.detach()}
+        if train_generator:
+            # Update G: fakes scored by the updated D. Toggling freezes D's parameters, so G's
+            # loss leaves no gradient on D.
+            with self.toggled_optimizer(opt_g):
+                if not reuse_fakes:
+                    fake = generate(self.generator, torch.randn(num_images, self.z_dim, device=real.device), labels)
+                g_loss = generator_loss(loss, discriminate(self.discriminator, fake, labels))
+                opt_g.zero_grad(set_to_none=True)
+                self.manual_backward(g_loss)
+                self._step_uncounted(opt_g)
+            if self.generator_ema is not None:
+                self.generator_ema.update_parameters(self.generator)
+            outputs["g_loss"] = g_loss.detach()
 
-        self._log_step(d_loss.detach(), g_loss.detach(), d_real.detach(), d_fake.detach())
-        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
+        self._log_step(outputs, d_real.detach(), d_fake.detach())
+        return outputs
 
-    def _log_step(self, d_loss: torch.Tensor, g_loss: torch.Tensor, d_real: torch.Tensor, d_fake: torch.Tensor) -> None:
+    def _log_step(self, losses: dict[str, torch.Tensor], d_real: torch.Tensor, d_fake: torch.Tensor) -> None:
+        """Log the losses of this batch (``g_loss`` only on batches that update G) and D's mean outputs.
+
+        ``train/d_real`` and ``train/d_fake`` are D's mean probabilities for ``bce`` and its mean raw
+        scores for the other losses, whose outputs are not logits of a probability.
+        """
         step = self.global_step  # batches done, this one included
+        d_loss, g_loss = losses["d_loss"], losses.get("g_loss")
         # Lightning sends step metrics to the loggers and the progress bar only on batches that
         # are multiples of log_every_n_steps, so they are logged on those batches alone. One
         # self.log call costs about 0.8 ms in Lightning 2.6 (cProfile, 2-core CPU), over a tenth
         # of a CPU step at batch 128.
         if step % self.trainer.log_every_n_steps == 0:
+            as_score = torch.sigmoid if self.hparams.loss == "bce" else (lambda scores: scores)
             self.log("train/d_loss", d_loss, prog_bar=True)
-            self.log("train/g_loss", g_loss, prog_bar=True)
-            self.log("train/d_real", torch.sigmoid(d_real.float()).mean())
-            self.log("train/d_fake", torch.sigmoid(d_fake.float()).mean())
+            if g_loss is not None:
+                self.log("train/g_loss", g_loss, prog_bar=True)
+            self.log("train/d_real", as_score(d_real.float()).mean())
+            self.log("train/d_fake", as_score(d_fake.float()).mean())
 
         self.d_loss_window.update(d_loss)
-        self.g_loss_window.update(g_loss)
+        if g_loss is not None:
+            self.g_loss_window.update(g_loss)
         if step % self.hparams.display_step == 0:
-            d_mean = self.d_loss_window.compute()
-            g_mean = self.g_loss_window.compute()
             # Sent to the loggers directly: self.log would repeat the value at every later
             # step of the epoch and would wait for the next log_every_n_steps boundary.
             # Lightning logs the metrics of batch k at logger step k - 1, and so does this.
-            window = {"train/d_loss_window": d_mean.item(), "train/g_loss_window": g_mean.item()}
+            window = {"train/d_loss_window": self.d_loss_window.compute().item()}
+            message = f"step {step}: mean d_loss {window['train/d_loss_window']:.4f}"
+            # With n_critic > display_step, a window can hold no G step.
+            if self.g_loss_window.update_count:
+                window["train/g_loss_window"] = self.g_loss_window.compute().item()
+                message += f", mean g_loss {window['train/g_loss_window']:.4f}"
             for logger in self.loggers:
                 logger.log_metrics(window, step=step - 1)
-            rank_zero_info(
-                f"step {step}: mean d_loss {window['train/d_loss_window']:.4f}, "
-                f"mean g_loss {window['train/g_loss_window']:.4f} "
-                f"over the last {self.hparams.display_step} batches"
-            )
+            rank_zero_info(f"{message} over the last {self.hparams.display_step} batches")
             self.d_loss_window.reset()
             self.g_loss_window.reset()
 
@@ -288,7 +388,7 @@ class GAN(L.LightningModule):
         # that the shares are equal). KID draws its subsets from reals gathered in another order,
         # so it differs within kid_std.
         result = score_generator(
-            self.generator,
+            self.sampling_generator,
             quality.metrics,
             self.hparams.num_eval_samples,
             self.hparams.eval_seed,
@@ -298,18 +398,18 @@ class GAN(L.LightningModule):
         )
         # Every process computed the same gathered result. sync_dist averages these equal values
         # and keeps Lightning from warning about epoch-level metrics that are not synced.
-        for name in VAL_METRICS:
+        names = VAL_METRICS + (("label_accuracy",) if "label_accuracy" in result else ())
+        for name in names:
             self.log(f"val/{name}", float(result[name]), prog_bar=name == "fid", sync_dist=True)
         rank_zero_info(
-            f"validation at step {self.global_step}: "
-            + ", ".join(f"val/{name} {result[name]:.4g}" for name in VAL_METRICS)
+            f"validation at step {self.global_step}: " + ", ".join(f"val/{name} {result[name]:.4g}" for name in names)
         )
 
     def _check_eval_images(self) -> None:
         """Raise before the first step when the generator's images are outside [0, 1], which scoring rejects."""
         z = eval_noise(2, self.z_dim, self.hparams.eval_seed).to(self.device)
         try:
-            check_images(generate_images(self.generator, z))
+            check_images(generate_images(self.sampling_generator, z))
         except (TypeError, ValueError) as error:
             raise ValueError(
                 f"The generator's images cannot be scored for the val/* metrics: {error} "

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from gan_lightning.images import as_images
+from gan_lightning.labels import balanced_labels, generate, num_classes_of
 from gan_lightning.metrics import InceptionFID, SampleQuality
 
 # Metrics that validation logs as val/<name>, in this order.
@@ -75,9 +76,16 @@ def eval_noise(num_samples: int, z_dim: int, seed: int) -> torch.Tensor:
     return torch.randn(num_samples, z_dim, generator=torch.Generator().manual_seed(seed))
 
 
+def eval_labels(num_samples: int, num_classes: int) -> torch.Tensor:
+    """Return the classes (num_samples,) behind the scored fakes of a conditional generator: 0, 1, ..., 9, 0, ..."""
+    return balanced_labels(num_samples, num_classes)
+
+
 @torch.no_grad()
-def generate_images(generator: nn.Module, z: torch.Tensor) -> torch.Tensor:
+def generate_images(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Generate images for scoring. z: (N, z_dim) -> float32 (N, 1, 28, 28) on z's device.
+
+    A conditional generator draws the classes ``labels`` (N,), balanced ones when None.
 
     Runs the generator in eval mode and restores its previous mode afterwards. Autocast is off, so the images do not
     depend on the trainer's mixed-precision setting. This is the only place where generator output becomes the
@@ -89,16 +97,20 @@ def generate_images(generator: nn.Module, z: torch.Tensor) -> torch.Tensor:
     generator.eval()
     try:
         with torch.autocast(device_type=z.device.type, enabled=False):
-            output = generator(z.to(dtype))
+            output = generate(generator, z.to(dtype), None if labels is None else labels.to(z.device))
     finally:
         generator.train(was_training)
     return as_images(output.float())
 
 
 def score_images(
-    batches: Iterable[torch.Tensor], quality: SampleQuality, inception: InceptionFID | None = None
+    batches: Iterable[torch.Tensor | tuple[torch.Tensor, torch.Tensor]],
+    quality: SampleQuality,
+    inception: InceptionFID | None = None,
 ) -> dict[str, float | list[float]]:
     """Score batches of fakes, float (N, 1, 28, 28) or (N, 784) in [0, 1], against the reals in quality.
+
+    A batch may be a pair (images, labels) for a conditional generator; the result then has label_accuracy.
 
     Returns SampleQuality.compute()'s dictionary, plus inception_fid when inception is given. Fakes added before
     are discarded, and the fake statistics are cleared again afterwards, so only the real ones stay.
@@ -107,9 +119,11 @@ def score_images(
     for metric in metrics:
         metric.reset_fake()
     try:
-        for images in batches:
-            for metric in metrics:
-                metric.update_fake(images)
+        for batch in batches:
+            images, labels = batch if isinstance(batch, tuple) else (batch, None)
+            quality.update_fake(images) if labels is None else quality.update_fake(images, labels)
+            if inception is not None:
+                inception.update_fake(images)
         result = quality.compute()
         if inception is not None:
             result["inception_fid"] = inception.compute()
@@ -133,8 +147,17 @@ def score_generator(
 
     With world_size processes, each generates its shard_bounds() slice of the same noise, and torchmetrics gathers
     the statistics of all processes in compute(), which every process must call. generator needs a z_dim attribute.
+    A conditional generator draws eval_labels() classes, and the result has label_accuracy.
     """
     start, stop = shard_bounds(num_samples, rank, world_size)
     z = eval_noise(num_samples, generator.z_dim, seed)[start:stop]
-    batches = (generate_images(generator, z_batch.to(device)) for z_batch in z.split(EVAL_BATCH_SIZE))
-    return score_images(batches, quality, inception)
+    num_classes = num_classes_of(generator)
+    if not num_classes:
+        batches = (generate_images(generator, z_batch.to(device)) for z_batch in z.split(EVAL_BATCH_SIZE))
+        return score_images(batches, quality, inception)
+    labels = eval_labels(num_samples, num_classes)[start:stop]
+    pairs = (
+        (generate_images(generator, z_batch.to(device), label_batch), label_batch)
+        for z_batch, label_batch in zip(z.split(EVAL_BATCH_SIZE), labels.split(EVAL_BATCH_SIZE))
+    )
+    return score_images(pairs, quality, inception)

@@ -24,7 +24,7 @@ NUM_EVAL_SAMPLES = 300
 EVAL_SEED = 3
 REPORT_KEYS = {
     "ckpt_path", "global_step", "num_fake", "seed", "dataset", "num_real", "fid", "kid", "kid_std", "is",
-    "kl_uniform", "classes", "class_share", "coverage_threshold",
+    "kl_uniform", "classes", "class_share", "coverage_threshold", "weights",
 }  # fmt: skip
 
 
@@ -113,6 +113,7 @@ def test_json_report_keys(trained_run: dict[str, Any], capsys: pytest.CaptureFix
     assert report["global_step"] == 4
     assert report["num_fake"] == NUM_EVAL_SAMPLES
     assert report["seed"] == EVAL_SEED
+    assert report["weights"] == "trained"
     assert report["num_real"] == 64
     assert len(report["class_share"]) == 10
     assert sum(report["class_share"]) == pytest.approx(1.0)

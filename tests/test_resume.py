@@ -33,6 +33,8 @@ TINY_RUN = [
     "--model.discriminator", "gan_lightning.networks.Discriminator",
     "--model.discriminator.init_args.hidden_dim", "8",
     "--model.eval_metrics", "false",
+    # The moving average of G is part of the state that must resume exactly.
+    "--model.ema_decay", "0.9",
     "--data.batch_size", "64",
     "--wandb", "off",
     "--trainer.enable_progress_bar", "false",
@@ -121,7 +123,9 @@ def assert_tensors_close(actual: Any, expected: Any, where: str) -> None:
 @pytest.mark.parametrize("resumed", ["resumed", "mid_epoch"])
 def test_resume_same_weights(runs: dict[str, Any], resumed: str) -> None:
     straight = last_checkpoint(runs, "straight")
-    # The state dict contains both networks' weights, BatchNorm statistics and the fixed noise.
+    # The state dict contains both networks' weights, BatchNorm statistics, the fixed noise and
+    # the moving average of the generator.
+    assert "generator_ema.n_averaged" in straight["state_dict"]
     assert_tensors_close(last_checkpoint(runs, resumed)["state_dict"], straight["state_dict"], "state_dict")
 
 

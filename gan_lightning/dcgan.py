@@ -8,7 +8,7 @@ Widths are narrow so that a 2-core CPU trains them at about the speed of the cla
 import torch
 from torch import nn
 
-from gan_lightning.networks import check_sizes
+from gan_lightning.networks import apply_spectral_norm, check_sizes
 
 
 class DCGANGenerator(nn.Module):
@@ -44,14 +44,17 @@ class DCGANDiscriminator(nn.Module):
 
     ``batch_norm`` adds BatchNorm after the second convolution, as DCGAN does. Turn it off for
     losses with a gradient penalty, because they assume each logit depends on its own image only.
+    ``spectral_norm`` wraps both convolutions and the final Linear in spectral normalization (see
+    ``gan_lightning.networks.apply_spectral_norm``).
     """
 
-    def __init__(self, width: int = 32, channels: int = 1, batch_norm: bool = True):
+    def __init__(self, width: int = 32, channels: int = 1, batch_norm: bool = True, spectral_norm: bool = False):
         super().__init__()
         check_sizes(width=width, channels=channels)
         self.width = width
         self.channels = channels
         self.batch_norm = batch_norm
+        self.spectral_norm = spectral_norm
         self.features = nn.Sequential(
             nn.Conv2d(channels, width, kernel_size=4, stride=2, padding=1),
             nn.LeakyReLU(0.2, inplace=True),
@@ -60,6 +63,8 @@ class DCGANDiscriminator(nn.Module):
             nn.LeakyReLU(0.2, inplace=True),
         )
         self.classify = nn.Linear(2 * width * 7 * 7, 1)
+        if spectral_norm:
+            apply_spectral_norm(self)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Map images (N, channels, 28, 28), or flat (N, channels*784), to logits (N, 1)."""

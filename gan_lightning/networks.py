@@ -13,6 +13,7 @@ records the architecture (see ``gan_lightning.checkpoint``).
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrizations
 
 
 def check_sizes(**sizes: int) -> None:
@@ -20,6 +21,21 @@ def check_sizes(**sizes: int) -> None:
     for name, value in sizes.items():
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def apply_spectral_norm(network: nn.Module) -> nn.Module:
+    """Wrap the weight of every Linear and Conv2d layer of ``network`` in spectral normalization.
+
+    Each wrapped weight is divided by a power-iteration estimate of its largest singular value
+    (Miyato et al., 2018), refined by one iteration per forward pass in training mode. The
+    weights move to ``parametrizations.weight.original`` in the state dict, beside the
+    iteration vectors ``_u`` and ``_v``. Returns ``network``, changed in place.
+    """
+    # Collect the layers first, because registering a parametrization adds submodules.
+    layers = [module for module in network.modules() if isinstance(module, (nn.Linear, nn.Conv2d))]
+    for layer in layers:
+        parametrizations.spectral_norm(layer)
+    return network
 
 
 def get_noise(n_samples: int, z_dim: int, device: str | torch.device = "cpu") -> torch.Tensor:
@@ -68,19 +84,26 @@ def get_discriminator_block(input_dim: int, output_dim: int) -> nn.Sequential:
 
 
 class Discriminator(nn.Module):
-    """MLP discriminator: im_dim -> 4h -> 2h -> h -> 1 logit (no Sigmoid: losses take logits)."""
+    """MLP discriminator: im_dim -> 4h -> 2h -> h -> 1 logit (no Sigmoid: losses take logits).
 
-    def __init__(self, im_dim: int = 784, hidden_dim: int = 128):
+    ``spectral_norm`` wraps every Linear layer in spectral normalization (see
+    ``apply_spectral_norm``), which limits how fast the logit can change with the image.
+    """
+
+    def __init__(self, im_dim: int = 784, hidden_dim: int = 128, spectral_norm: bool = False):
         super().__init__()
         check_sizes(im_dim=im_dim, hidden_dim=hidden_dim)
         self.im_dim = im_dim
         self.hidden_dim = hidden_dim
+        self.spectral_norm = spectral_norm
         self.disc = nn.Sequential(
             get_discriminator_block(im_dim, hidden_dim * 4),
             get_discriminator_block(hidden_dim * 4, hidden_dim * 2),
             get_discriminator_block(hidden_dim * 2, hidden_dim),
             nn.Linear(hidden_dim, 1),
         )
+        if spectral_norm:
+            apply_spectral_norm(self)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Map images (N, im_dim) or (N, C, H, W) to logits (N, 1)."""

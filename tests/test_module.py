@@ -411,7 +411,7 @@ def test_checkpoint_keeps_fixed_noise(tmp_path: Path, mnist_dir: Path) -> None:
     }
     assert checkpoint[NETWORKS_KEY]["discriminator"] == {
         "class_path": "gan_lightning.networks.Discriminator",
-        "init_args": {"im_dim": 784, "hidden_dim": HIDDEN_DIM},
+        "init_args": {"im_dim": 784, "hidden_dim": HIDDEN_DIM, "spectral_norm": False},
     }
 
 

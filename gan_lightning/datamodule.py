@@ -1,31 +1,50 @@
 """The LightningDataModule that serves MNIST and its relatives."""
 
-from pathlib import Path
 from typing import Literal
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
-from torchvision.transforms import ToTensor
+from torch.utils.data import DataLoader, Dataset
 
-from gan_lightning.datasets import DATASETS, ImageSet, ensure_dataset, load_split
+from gan_lightning.datasets import DATASETS, SPECS, ImageSet, ensure_dataset, load_split
 from gan_lightning.idx import DatasetError
 from gan_lightning.loader import DeviceBatchLoader, EpochShuffle
 
 
+class ImageSetDataset(Dataset):
+    """A map-style dataset over an ``ImageSet`` that converts one image per item.
+
+    Items are float (1, H, W) images in [0, 1], the values of torchvision's ``ToTensor()``, and
+    int labels.
+    """
+
+    def __init__(self, image_set: ImageSet):
+        self.image_set = image_set
+
+    def __len__(self) -> int:
+        return len(self.image_set.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.image_set.images[index].unsqueeze(0).to(torch.float32).div(255)
+        return image, int(self.image_set.labels[index])
+
+
 class MNISTDataModule(L.LightningDataModule):
-    """MNIST, Fashion-MNIST or KMNIST: the 60,000 training images for training and the 10,000
-    test images as the validation split.
+    """MNIST or one of its relatives: the training split for training and the test split
+    (10,000 images for MNIST, Fashion-MNIST and KMNIST; 40,000 for EMNIST digits) for validation.
 
     Args:
-        data_dir: folder holding ``<Name>/raw/`` in torchvision's layout; the data set is
-            downloaded there when its files are missing and the network allows.
-        dataset: one of ``mnist``, ``fashion_mnist``, ``kmnist``.
+        data_dir: folder containing ``<Name>/raw/`` in torchvision's layout, with each IDX file
+            uncompressed or as ``.gz``. Missing files are downloaded there when the network
+            allows. Fashion-MNIST is also found in the folder of the Debian package
+            ``dataset-fashion-mnist``.
+        dataset: one of ``mnist``, ``fashion_mnist``, ``kmnist``, ``emnist_digits`` (EMNIST's
+            digits split, 240,000 training images, served upright like MNIST).
         batch_size: images per batch on each process.
         num_workers: worker processes of the ``torchvision`` loader (unused by ``device``).
         loader: ``device`` keeps the whole data set as one uint8 tensor on the training device
             and serves batches by index; ``torchvision`` uses a ``DataLoader`` that converts each
-            image on its own, for data sets too large for device memory.
+            image on its own in CPU memory, for data sets too large for device memory.
         seed: seed of the shuffling order; epoch ``e`` uses ``seed + e``.
         download: try to download missing files in ``prepare_data``.
     """
@@ -53,6 +72,11 @@ class MNISTDataModule(L.LightningDataModule):
         self.save_hyperparameters(logger=False)
         self.train_set: ImageSet | None = None
         self.val_set: ImageSet | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes of the data set's labels, which conditional networks must cover."""
+        return SPECS[self.hparams.dataset].num_classes
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -89,15 +113,11 @@ class MNISTDataModule(L.LightningDataModule):
             drop_last=drop_last,
         )
 
-    def _torchvision_loader(self, train: bool, drop_last: bool) -> DataLoader:
-        dataset_class = DATASETS[self.hparams.dataset]
-        dataset = dataset_class(
-            root=str(Path(self.hparams.data_dir).expanduser()), train=train, transform=ToTensor(), download=False
-        )
+    def _torchvision_loader(self, split: ImageSet, train: bool, drop_last: bool) -> DataLoader:
         workers = self.hparams.num_workers
         # Lightning swaps in a DistributedSampler when several processes train.
         return DataLoader(
-            dataset,
+            ImageSetDataset(split),
             batch_size=self.hparams.batch_size,
             shuffle=train,
             drop_last=drop_last,
@@ -109,9 +129,9 @@ class MNISTDataModule(L.LightningDataModule):
         # Whole batches only, so BatchNorm never gets a batch of one image.
         if self.hparams.loader == "device":
             return self._device_loader(self.train_set, shuffle=True, drop_last=True)
-        return self._torchvision_loader(train=True, drop_last=True)
+        return self._torchvision_loader(self.train_set, train=True, drop_last=True)
 
     def val_dataloader(self) -> DeviceBatchLoader | DataLoader:
         if self.hparams.loader == "device":
             return self._device_loader(self.val_set, shuffle=False, drop_last=False)
-        return self._torchvision_loader(train=False, drop_last=False)
+        return self._torchvision_loader(self.val_set, train=False, drop_last=False)

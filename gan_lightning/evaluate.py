@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from gan_lightning.checkpoint import CheckpointError, has_ema, load_checkpoint, load_network
-from gan_lightning.datasets import DATASETS, ensure_dataset, load_split, raw_folder
+from gan_lightning.datasets import DATASETS, ensure_dataset, load_split
 from gan_lightning.idx import DatasetError
 from gan_lightning.metrics import InceptionFID, SampleQuality, inception_fid
 from gan_lightning.quality import EVAL_BATCH_SIZE, add_real_images, images_from_uint8, score_generator, score_images
@@ -85,13 +85,8 @@ def load_samples(path: str | Path) -> torch.Tensor:
 
 def load_reference(data_dir: str | Path, dataset: str) -> torch.Tensor:
     """Load the test split of dataset as float32 (N, 1, 28, 28) in [0, 1], without downloading."""
-    folder = raw_folder(data_dir, dataset)
-    if not folder.is_dir():
-        raise DatasetError(
-            f"{dataset} files not found: {folder} does not exist. "
-            f"Pass --data_dir DIR where DIR contains {folder.parent.name}/raw/ with the IDX files."
-        )
-    ensure_dataset(data_dir, dataset, download=False)
+    # Raises DatasetError naming the folders it looked in and the option to pass.
+    ensure_dataset(data_dir, dataset, download=False, option="--data_dir")
     return images_from_uint8(load_split(data_dir, dataset, "test").images)
 
 

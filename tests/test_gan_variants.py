@@ -1,4 +1,4 @@
-"""Losses beyond BCE, several D steps per G step, and the moving average of the generator."""
+"""Losses beyond BCE, several D steps per G step, the moving average of the generator, class-conditional training."""
 
 import math
 from pathlib import Path
@@ -13,7 +13,9 @@ from torch import nn
 from gan_lightning import GAN, Discriminator, Generator, MNISTDataModule
 from gan_lightning.callbacks import ImageGrids, LossPlot
 from gan_lightning.checkpoint import EMA_PREFIX, load_generator
+from gan_lightning.conditional import ConditionalDCGANDiscriminator, ConditionalDCGANGenerator
 from gan_lightning.dcgan import DCGANDiscriminator, DCGANGenerator
+from gan_lightning.idx import DatasetError
 from gan_lightning.losses import LOSSES, discriminator_loss, generator_loss, gradient_penalty
 
 Z_DIM = 4
@@ -228,3 +230,69 @@ def _with_generator(model: GAN, generator: nn.Module) -> Any:
 def test_ema_decay_must_be_between_0_and_1(value: float) -> None:
     with pytest.raises(ValueError, match=f"ema_decay must be in \\(0, 1\\), got {value}"):
         make_gan(ema_decay=value)
+
+
+# Class-conditional training
+
+
+def make_conditional_gan(**hparams: Any) -> GAN:
+    generator = ConditionalDCGANGenerator(z_dim=Z_DIM, num_classes=10, embed_dim=4, width=4)
+    discriminator = ConditionalDCGANDiscriminator(num_classes=10, width=4)
+    return GAN(generator, discriminator, **{"eval_metrics": False, "display_step": 100, **hparams})
+
+
+class LabelSpy(Callback):
+    """Record the labels that G and D receive during training batches."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, torch.Tensor]] = []
+        self.batch_labels: list[torch.Tensor] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for name in ("generator", "discriminator"):
+            getattr(pl_module, name).register_forward_pre_hook(
+                lambda module, args, name=name: self.calls.append((name, args[1].clone()))
+            )
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self.calls.clear()
+        self.batch_labels.append(batch[1].clone())
+
+
+def test_conditional_networks_get_the_labels_of_the_real_batch(mnist_dir: Path, tmp_path: Path) -> None:
+    spy = LabelSpy()
+    fit(make_conditional_gan(), mnist_dir, tmp_path, max_steps=1, callbacks=[spy])
+
+    # G for the D step, D on reals, D on fakes, G again for the G step, D on those fakes.
+    assert [name for name, _ in spy.calls] == ["generator", "discriminator", "discriminator", "generator", "discriminator"]
+    for _, labels in spy.calls:
+        assert torch.equal(labels, spy.batch_labels[0])
+
+
+def test_conditional_validation_logs_label_accuracy(mnist_dir: Path, tmp_path: Path) -> None:
+    model = make_conditional_gan(eval_metrics=True, num_eval_samples=40)
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, val_check_interval=2, default_root_dir=str(tmp_path),
+    )  # fmt: skip
+    trainer.fit(model, datamodule=MNISTDataModule(data_dir=str(mnist_dir), batch_size=BATCH_SIZE, download=False))
+
+    accuracy = trainer.callback_metrics["val/label_accuracy"].item()
+    assert 0.0 <= accuracy <= 1.0
+    assert model.fixed_labels.tolist() == [i % 10 for i in range(25)]
+
+
+def test_conditional_generator_needs_a_conditional_discriminator() -> None:
+    generator = ConditionalDCGANGenerator(z_dim=Z_DIM, num_classes=10, width=4)
+    with pytest.raises(ValueError, match="conditioned on 10 classes but the discriminator on 0"):
+        GAN(generator, DCGANDiscriminator(width=4))
+
+
+def test_too_few_classes_for_the_data_fail_before_training(mnist_dir: Path, tmp_path: Path) -> None:
+    generator = ConditionalDCGANGenerator(z_dim=Z_DIM, num_classes=5, width=4)
+    model = GAN(generator, ConditionalDCGANDiscriminator(num_classes=5, width=4), eval_metrics=False)
+    before = [p.detach().clone() for p in model.parameters()]
+
+    with pytest.raises(DatasetError, match="10 classes but the networks are conditioned on 5.*num_classes"):
+        fit(model, mnist_dir, tmp_path, max_steps=1)
+    assert all(torch.equal(b, p) for b, p in zip(before, model.parameters()))

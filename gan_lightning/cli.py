@@ -119,6 +119,18 @@ class RunConfigSaver(SaveConfigCallback):
             logger.log_hyperparams(config)
 
 
+class ShortUsageParser(LightningArgumentParser):
+    """The CLI's parser, whose errors end with a one-line usage instead of every option.
+
+    The full usage lists each option of the Trainer, the model, the data and the callbacks, about
+    90 lines that push the error message out of sight. ``--help`` still prints them all.
+    """
+
+    def print_usage(self, file: Any = None) -> None:
+        prog = self.prog.replace(" [options]", "")
+        (file or sys.stdout).write(f"usage: {prog} [--config CONFIG] [options]\n")
+
+
 class GANCLI(LightningCLI):
     """The Lightning CLI of ``GAN`` and ``MNISTDataModule`` with the project's defaults."""
 
@@ -135,6 +147,7 @@ class GANCLI(LightningCLI):
             # Added to every run, also when --trainer.callbacks lists others.
             trainer_defaults={"callbacks": [ImageGrids(), LossPlot(), Throughput(), RandomState(), GracefulInterrupt()]},
             parser_kwargs={"default_config_files": [str(DEFAULT_CONFIG)]},
+            parser_class=ShortUsageParser,
             **kwargs,
         )
 

@@ -272,4 +272,6 @@ def test_unknown_config_key_rejected(mnist_dir: Path, tmp_path: Path, capsys: py
     assert stderr.splitlines()[-1].startswith("error:")
     assert "g_lrr" in stderr.splitlines()[-1]
     assert "Traceback" not in stderr
+    # A one-line usage, so the error is not buried under every option of the CLI.
+    assert len(stderr.splitlines()) <= 4
     assert not runs_dir.exists()

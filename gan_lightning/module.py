@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torchmetrics import MeanMetric
 
 from gan_lightning.checkpoint import NETWORKS_KEY, CheckpointError, network_spec
@@ -63,6 +63,33 @@ def _check_loss_fits(loss: str, discriminator: nn.Module, compile: bool) -> None
         )
 
 
+class RampedEMA:
+    """An ``AveragedModel`` update: a moving average whose decay grows with the number of updates.
+
+    Update n (counting from 0) lerps the average towards the current weights with decay
+    min(decay, (1 + n) / (10 + n)), the schedule of TensorFlow's ExponentialMovingAverage with
+    num_updates. Update 0 copies the weights. Without the ramp, a decay of 0.999 keeps 39% of the
+    first weights after 936 updates (two MNIST epochs at batch 128), and early samples look untrained.
+    """
+
+    def __init__(self, decay: float):
+        self.decay = decay
+
+    def decay_at(self, num_updates: int) -> float:
+        """Return the decay of update ``num_updates``."""
+        return min(self.decay, (1 + num_updates) / (10 + num_updates))
+
+    @torch.no_grad()
+    def __call__(self, averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        # AveragedModel itself reads n_averaged on the host at every update, so this adds no sync.
+        weight = 1.0 - self.decay_at(int(num_averaged))
+        for average, value in zip(averaged, current):
+            if average.is_floating_point():
+                average.lerp_(value, weight)
+            else:  # BatchNorm's num_batches_tracked
+                average.copy_(value)
+
+
 class GAN(L.LightningModule):
     """A GAN trained with manual optimization: each batch updates D, then (every ``n_critic`` batches) G.
 
@@ -77,8 +104,8 @@ class GAN(L.LightningModule):
         n_critic: D updates per G update. Every batch updates D; G is updated on every
             ``n_critic``-th batch, so steps keep counting batches.
         gp_weight: weight of the gradient penalty of ``wgan_gp``.
-        ema_decay: keep an exponential moving average of the generator's weights with this decay,
-            updated after every G step, and use it for grids, validation metrics, sampling and
+        ema_decay: keep an exponential moving average of the generator's weights with this decay
+            (ramped up over the first updates, see ``RampedEMA``), updated after every G step, and use it for grids, validation metrics, sampling and
             export. ``None`` turns it off.
         g_lr: Adam learning rate of the generator.
         d_lr: Adam learning rate of the discriminator.
@@ -156,7 +183,7 @@ class GAN(L.LightningModule):
         self.generator_ema: AveragedModel | None = None
         if ema_decay is not None:
             self.generator_ema = AveragedModel(
-                self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True
+                self.generator, multi_avg_fn=RampedEMA(ema_decay), use_buffers=True
             ).requires_grad_(False)
 
         # Means over the current display window; torchmetrics syncs them across processes.

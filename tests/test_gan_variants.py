@@ -17,6 +17,7 @@ from gan_lightning.conditional import ConditionalDCGANDiscriminator, Conditional
 from gan_lightning.dcgan import DCGANDiscriminator, DCGANGenerator
 from gan_lightning.idx import DatasetError
 from gan_lightning.losses import LOSSES, discriminator_loss, generator_loss, gradient_penalty
+from gan_lightning.module import RampedEMA
 
 Z_DIM = 4
 HIDDEN_DIM = 8
@@ -172,16 +173,19 @@ def test_ema_follows_the_formula(mnist_dir: Path, tmp_path: Path) -> None:
     weights = GeneratorWeights()
     fit(model, mnist_dir, tmp_path, max_steps=5, callbacks=[weights])
 
-    # The first G step copies the weights; each later one moves the average towards them.
+    # The first G step copies the weights; each later one, n = 1, 2, ..., moves the average towards
+    # them with decay min(0.8, (1 + n) / (10 + n)): 2/11, 3/12, 4/13, 5/14.
     expected = {key: value.float() for key, value in weights.states[0].items()}
-    for state in weights.states[1:]:
-        expected = {key: decay * expected[key] + (1 - decay) * state[key].float() for key in expected}
+    for n, state in enumerate(weights.states[1:], start=1):
+        step_decay = min(decay, (1 + n) / (10 + n))
+        expected = {key: step_decay * expected[key] + (1 - step_decay) * state[key].float() for key in expected}
     averaged = model.generator_ema.module.state_dict()
     for key, value in expected.items():
         if key.endswith("num_batches_tracked"):
             continue
         assert torch.allclose(averaged[key].float(), value, atol=1e-6), key
     assert model.generator_ema.n_averaged.item() == 5
+    assert RampedEMA(0.999).decay_at(10_000) == 0.999
     assert not any(p.requires_grad for p in model.generator_ema.parameters())
     assert not torch.equal(averaged["gen.0.0.weight"], model.generator.state_dict()["gen.0.0.weight"])
 

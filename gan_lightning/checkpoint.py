@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 NETWORKS_KEY = "gan_lightning_networks"
-# State-dict prefix of the generator's moving average (GAN.generator_ema, a torch AveragedModel).
+# State-dict prefix of the generator's moving average (GAN.generator_ema, a GeneratorEMA).
 EMA_PREFIX = "generator_ema.module."
 
 

@@ -8,10 +8,10 @@ import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 from torchmetrics import MeanMetric
 
 from gan_lightning.checkpoint import NETWORKS_KEY, CheckpointError, network_spec
+from gan_lightning.ema import GeneratorEMA
 from gan_lightning.idx import DatasetError
 from gan_lightning.labels import balanced_labels, discriminate, generate, num_classes_of
 from gan_lightning.losses import discriminator_loss, generator_loss, gradient_penalty
@@ -63,33 +63,6 @@ def _check_loss_fits(loss: str, discriminator: nn.Module, compile: bool) -> None
         )
 
 
-class RampedEMA:
-    """An ``AveragedModel`` update: a moving average whose decay grows with the number of updates.
-
-    Update n (counting from 0) lerps the average towards the current weights with decay
-    min(decay, (1 + n) / (10 + n)), the schedule of TensorFlow's ExponentialMovingAverage with
-    num_updates. Update 0 copies the weights. Without the ramp, a decay of 0.999 keeps 39% of the
-    first weights after 936 updates (two MNIST epochs at batch 128), and early samples look untrained.
-    """
-
-    def __init__(self, decay: float):
-        self.decay = decay
-
-    def decay_at(self, num_updates: int) -> float:
-        """Return the decay of update ``num_updates``."""
-        return min(self.decay, (1 + num_updates) / (10 + num_updates))
-
-    @torch.no_grad()
-    def __call__(self, averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        # AveragedModel itself reads n_averaged on the host at every update, so this adds no sync.
-        weight = 1.0 - self.decay_at(int(num_averaged))
-        for average, value in zip(averaged, current):
-            if average.is_floating_point():
-                average.lerp_(value, weight)
-            else:  # BatchNorm's num_batches_tracked
-                average.copy_(value)
-
-
 class GAN(L.LightningModule):
     """A GAN trained with manual optimization: each batch updates D, then (every ``n_critic`` batches) G.
 
@@ -105,7 +78,7 @@ class GAN(L.LightningModule):
             ``n_critic``-th batch, so steps keep counting batches.
         gp_weight: weight of the gradient penalty of ``wgan_gp``.
         ema_decay: keep an exponential moving average of the generator's weights with this decay
-            (ramped up over the first updates, see ``RampedEMA``), updated after every G step, and use it for grids, validation metrics, sampling and
+            (ramped up over the first updates, see ``GeneratorEMA``), updated after every G step, and use it for grids, validation metrics, sampling and
             export. ``None`` turns it off.
         g_lr: Adam learning rate of the generator.
         d_lr: Adam learning rate of the discriminator.
@@ -180,11 +153,9 @@ class GAN(L.LightningModule):
 
         # The average lives in the state dict as generator_ema.module.*, so checkpoints keep it
         # and a resumed run continues it. Its weights take no gradients.
-        self.generator_ema: AveragedModel | None = None
+        self.generator_ema: GeneratorEMA | None = None
         if ema_decay is not None:
-            self.generator_ema = AveragedModel(
-                self.generator, multi_avg_fn=RampedEMA(ema_decay), use_buffers=True
-            ).requires_grad_(False)
+            self.generator_ema = GeneratorEMA(self.generator, ema_decay)
 
         # Means over the current display window; torchmetrics syncs them across processes.
         self.d_loss_window = MeanMetric()
@@ -324,7 +295,7 @@ class GAN(L.LightningModule):
                 self.manual_backward(g_loss)
                 self._step_uncounted(opt_g)
             if self.generator_ema is not None:
-                self.generator_ema.update_parameters(self.generator)
+                self.generator_ema.update(self.generator)
             outputs["g_loss"] = g_loss.detach()
 
         self._log_step(outputs, d_real.detach(), d_fake.detach())

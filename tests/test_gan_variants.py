@@ -15,9 +15,9 @@ from gan_lightning.callbacks import ImageGrids, LossPlot
 from gan_lightning.checkpoint import EMA_PREFIX, load_generator
 from gan_lightning.conditional import ConditionalDCGANDiscriminator, ConditionalDCGANGenerator
 from gan_lightning.dcgan import DCGANDiscriminator, DCGANGenerator
+from gan_lightning.ema import GeneratorEMA
 from gan_lightning.idx import DatasetError
 from gan_lightning.losses import LOSSES, discriminator_loss, generator_loss, gradient_penalty
-from gan_lightning.module import RampedEMA
 
 Z_DIM = 4
 HIDDEN_DIM = 8
@@ -184,10 +184,31 @@ def test_ema_follows_the_formula(mnist_dir: Path, tmp_path: Path) -> None:
         if key.endswith("num_batches_tracked"):
             continue
         assert torch.allclose(averaged[key].float(), value, atol=1e-6), key
-    assert model.generator_ema.n_averaged.item() == 5
-    assert RampedEMA(0.999).decay_at(10_000) == 0.999
+    assert model.generator_ema.num_updates.item() == 5
+    assert GeneratorEMA(nn.Linear(1, 1), 0.999).decay_at(10_000) == 0.999
     assert not any(p.requires_grad for p in model.generator_ema.parameters())
     assert not torch.equal(averaged["gen.0.0.weight"], model.generator.state_dict()["gen.0.0.weight"])
+
+
+def test_ema_continues_after_loading_its_state() -> None:
+    generator = nn.Linear(3, 2)
+    straight = GeneratorEMA(generator, decay=0.5)
+    for _ in range(3):
+        straight.update(generator)
+        generator.weight.data.add_(1.0)
+
+    reloaded = GeneratorEMA(nn.Linear(3, 2), decay=0.5)
+    partial = GeneratorEMA(nn.Linear(3, 2), decay=0.5)
+    generator.weight.data.sub_(3.0)  # back to the weights of the first update
+    for _ in range(2):
+        partial.update(generator)
+        generator.weight.data.add_(1.0)
+    reloaded.load_state_dict(partial.state_dict())
+    reloaded.update(generator)
+
+    assert reloaded.num_updates.item() == 3
+    assert torch.equal(reloaded.module.weight, straight.module.weight)
+    assert torch.equal(reloaded.module.bias, straight.module.bias)
 
 
 def test_ema_is_checkpointed_and_used_for_sampling(mnist_dir: Path, tmp_path: Path) -> None:

@@ -125,7 +125,7 @@ def test_resume_same_weights(runs: dict[str, Any], resumed: str) -> None:
     straight = last_checkpoint(runs, "straight")
     # The state dict contains both networks' weights, BatchNorm statistics, the fixed noise and
     # the moving average of the generator.
-    assert "generator_ema.n_averaged" in straight["state_dict"]
+    assert "generator_ema.num_updates" in straight["state_dict"]
     assert_tensors_close(last_checkpoint(runs, resumed)["state_dict"], straight["state_dict"], "state_dict")
 
 

@@ -157,9 +157,11 @@ class GAN(L.LightningModule):
         if ema_decay is not None:
             self.generator_ema = GeneratorEMA(self.generator, ema_decay)
 
-        # Means over the current display window; torchmetrics syncs them across processes.
-        self.d_loss_window = MeanMetric()
-        self.g_loss_window = MeanMetric()
+        # Means over the current display window; torchmetrics syncs them across processes. Its NaN
+        # check reads every value on the host, which makes a GPU step wait, so it is off: a NaN
+        # loss makes the window's mean NaN (DivergenceGuard stops or skips such batches).
+        self.d_loss_window = MeanMetric(nan_strategy="disable")
+        self.g_loss_window = MeanMetric(nan_strategy="disable")
 
         # Made by setup() for each fit or validate call when eval_metrics is on. A plain object,
         # so the classifier and the metric states stay out of the state dict and the checkpoints.

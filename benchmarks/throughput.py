@@ -6,10 +6,10 @@
 Three ways of training the same networks on the same batch size are timed after a warm-up:
 
 - trainer: the project's path, ``GAN`` and ``MNISTDataModule`` through ``lightning.Trainer``;
-- plain, torchvision loader: a hand-written loop over a torchvision ``DataLoader`` with
-  ``ToTensor()``, two generator forwards per step, as the classic notebook trains;
-- plain, device loader: the same hand-written loop over the project's device-resident loader,
-  so its gap to ``trainer`` is Lightning's own overhead.
+- plain, torchvision loader: the baseline, a hand-written loop over a torchvision ``DataLoader``
+  with ``ToTensor()`` that trains as the classic notebook does (see ``plain_loop``);
+- plain, device loader: a hand-written loop over the project's device-resident loader that
+  does the trainer's work per step, so its gap to ``trainer`` is Lightning's own overhead.
 
 Prints the median images per second of each path over ``--repeats`` interleaved runs, the ratios,
 and peak memory.
@@ -55,8 +55,15 @@ def _autocast(device: torch.device, precision: str):
     return nullcontext()
 
 
-def plain_loop(batches, device: torch.device, args: argparse.Namespace) -> float:
-    """Train with a hand-written loop and return images per second after the warm-up."""
+def plain_loop(batches, device: torch.device, args: argparse.Namespace, like_trainer: bool) -> float:
+    """Train with a hand-written loop and return images per second after the warm-up.
+
+    Without ``like_trainer`` the loop is the classic one: two generator forwards per step, and G's
+    backward also computes gradients for D's weights, which the next D step clears. With it, the
+    loop does what ``GAN.training_step`` does: ``--reuse_fakes`` decides on the second forward,
+    and D's weights take no gradient from G's loss.
+    """
+    reuse_fakes = like_trainer and args.reuse_fakes
     generator, discriminator = _networks(device, args.compile)
     opt_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -66,20 +73,24 @@ def plain_loop(batches, device: torch.device, args: argparse.Namespace) -> float
         real = real.to(device, non_blocking=True)
         z = torch.randn(len(real), 64, device=device)
         with _autocast(device, args.precision):
-            fake = generator(z).detach()
-            d_real, d_fake = discriminator(real), discriminator(fake)
+            fake = generator(z) if reuse_fakes else generator(z).detach()
+            d_real, d_fake = discriminator(real), discriminator(fake.detach())
             d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
                       + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))) / 2
         opt_d.zero_grad(set_to_none=True)
         scaler.scale(d_loss).backward()
         scaler.step(opt_d)
+        discriminator.requires_grad_(not like_trainer)
         with _autocast(device, args.precision):
-            d_fake = discriminator(generator(torch.randn(len(real), 64, device=device)))
+            if not reuse_fakes:
+                fake = generator(torch.randn(len(real), 64, device=device))
+            d_fake = discriminator(fake)
             g_loss = F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
         opt_g.zero_grad(set_to_none=True)
         scaler.scale(g_loss).backward()
         scaler.step(opt_g)
         scaler.update()
+        discriminator.requires_grad_(True)
 
     done, images, start = 0, 0, 0.0
     while done < args.warmup + args.steps:
@@ -150,8 +161,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="torch.compile the networks in every path.")
     parser.add_argument("--precision", default="32-true", help="32-true, bf16-mixed or 16-mixed.")
-    parser.add_argument("--reuse_fakes", type=lambda text: text.lower() == "true", default=False,
-                        help="Trainer path: one generator forward per step (true) or two (false).")
+    parser.add_argument("--reuse_fakes", type=lambda text: text.lower() == "true", default=True,
+                        help="Trainer and plain device paths: one generator forward per step (true, the "
+                        "default config's setting) or two (false).")
     parser.add_argument("--num_workers", type=int, default=2, help="Workers of the torchvision DataLoader.")
     parser.add_argument("--repeats", type=int, default=3,
                         help="Timed runs of each path, interleaved; the median is reported.")
@@ -173,8 +185,8 @@ def main() -> None:
     runs = {"trainer (device loader)": [], "plain loop, torchvision loader": [], "plain loop, device loader": []}
     for _ in range(args.repeats):
         runs["trainer (device loader)"].append(trainer_path(device, args))
-        runs["plain loop, torchvision loader"].append(plain_loop(tv_batches, device, args))
-        runs["plain loop, device loader"].append(plain_loop(device_batches, device, args))
+        runs["plain loop, torchvision loader"].append(plain_loop(tv_batches, device, args, like_trainer=False))
+        runs["plain loop, device loader"].append(plain_loop(device_batches, device, args, like_trainer=True))
     results = {name: statistics.median(rates) for name, rates in runs.items()}
 
     baseline = results["plain loop, torchvision loader"]

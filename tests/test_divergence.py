@@ -33,7 +33,7 @@ TINY_RUN = [
     "--checkpoint.save_top_k", "-1",
     "--trainer.max_steps", "8",
 ]  # fmt: skip
-LOSS_FUNCTIONS = {"d_loss": "bce_discriminator_loss", "g_loss": "bce_generator_loss"}
+LOSS_FUNCTIONS = {"d_loss": "discriminator_loss", "g_loss": "generator_loss"}
 
 
 class BadLoss:

@@ -192,18 +192,19 @@ def test_ema_follows_the_formula(mnist_dir: Path, tmp_path: Path) -> None:
 
 def test_ema_continues_after_loading_its_state() -> None:
     generator = nn.Linear(3, 2)
+    states = [{key: value + step for key, value in generator.state_dict().items()} for step in range(3)]
     straight = GeneratorEMA(generator, decay=0.5)
-    for _ in range(3):
+    for state in states:
+        generator.load_state_dict(state)
         straight.update(generator)
-        generator.weight.data.add_(1.0)
 
-    reloaded = GeneratorEMA(nn.Linear(3, 2), decay=0.5)
     partial = GeneratorEMA(nn.Linear(3, 2), decay=0.5)
-    generator.weight.data.sub_(3.0)  # back to the weights of the first update
-    for _ in range(2):
+    for state in states[:2]:
+        generator.load_state_dict(state)
         partial.update(generator)
-        generator.weight.data.add_(1.0)
+    reloaded = GeneratorEMA(nn.Linear(3, 2), decay=0.5)
     reloaded.load_state_dict(partial.state_dict())
+    generator.load_state_dict(states[2])
     reloaded.update(generator)
 
     assert reloaded.num_updates.item() == 3

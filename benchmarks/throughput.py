@@ -31,6 +31,7 @@ from torchvision.transforms import ToTensor
 from gan_lightning import GAN, Discriminator, Generator, MNISTDataModule
 from gan_lightning.datasets import ensure_dataset, load_split
 from gan_lightning.loader import DeviceBatchLoader, EpochShuffle
+from gan_lightning.module import adam
 
 
 def _sync(device: torch.device) -> None:
@@ -58,15 +59,17 @@ def _autocast(device: torch.device, precision: str):
 def plain_loop(batches, device: torch.device, args: argparse.Namespace, like_trainer: bool) -> float:
     """Train with a hand-written loop and return images per second after the warm-up.
 
-    Without ``like_trainer`` the loop is the classic one: two generator forwards per step, and G's
-    backward also computes gradients for D's weights, which the next D step clears. With it, the
-    loop does what ``GAN.training_step`` does: ``--reuse_fakes`` decides on the second forward,
-    and D's weights take no gradient from G's loss.
+    Without ``like_trainer`` the loop is the classic one: torch's default Adam, two generator
+    forwards per step, and G's backward also computes gradients for D's weights, which the next D
+    step clears. With it, the loop does what ``GAN`` does: Adam from ``gan_lightning.module.adam``,
+    ``--reuse_fakes`` decides on the second forward, and D's weights take no gradient from G's loss.
     """
     reuse_fakes = like_trainer and args.reuse_fakes
     generator, discriminator = _networks(device, args.compile)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    # The classic loop uses torch's default Adam; the trainer's uses the fused kernel where it can.
+    make_adam = adam if like_trainer else torch.optim.Adam
+    opt_g = make_adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = make_adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision.startswith("16"))
 
     def step(real: torch.Tensor) -> None:

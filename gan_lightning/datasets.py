@@ -7,6 +7,7 @@ that name the file that is wrong, and nothing is ever written to the data folder
 download. torchvision is used only to download.
 """
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,11 +179,16 @@ def _missing_message(
 
 def _download(data_dir: str | Path, name: str, found: _FoundFiles) -> None:
     spec = _spec(name)
+    root = Path(data_dir).expanduser()
+    raw = raw_folder(data_dir, name)
+    # The folders a download may create, deepest first, so that a failed one leaves none behind.
+    new_folders = [folder for folder in (raw, raw.parent, root) if not folder.exists()]
     try:
-        spec.torchvision_class(
-            root=str(Path(data_dir).expanduser()), train=True, download=True, **spec.download_options
-        )
+        spec.torchvision_class(root=str(root), train=True, download=True, **spec.download_options)
     except (OSError, RuntimeError) as error:
+        for folder in new_folders:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # removes empty folders only
         raise DatasetError(_missing_message(name, found, f"The download failed: {error}")) from error
 
 

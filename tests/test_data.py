@@ -1,5 +1,6 @@
 """MNISTDataModule and its loaders on tiny IDX files, through torchvision's MNIST class."""
 
+import os
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -238,6 +239,8 @@ def test_failed_download_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
     def fail_download(self: torchvision.datasets.MNIST) -> None:
         attempts.append(self.root)
+        # torchvision makes the raw folder before it downloads anything.
+        os.makedirs(self.raw_folder, exist_ok=True)
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
 
     def no_network(*args: Any, **kwargs: Any) -> None:
@@ -255,6 +258,8 @@ def test_failed_download_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert str(raw_dir(data_dir)) in message
     assert "--data.data_dir" in message
     assert "Error downloading" in message
+    # A data folder that a failed download made is removed again, so none is left behind.
+    assert not data_dir.exists()
 
 
 def test_truncated_images_rejected(mnist_dir: Path) -> None:

@@ -1,5 +1,6 @@
 """The LightningModule that trains a generator against a discriminator."""
 
+import functools
 import math
 from collections.abc import Iterable
 from typing import Literal
@@ -298,7 +299,7 @@ class GAN(L.LightningModule):
         d_fake = discriminate(self.discriminator, fake.detach(), labels)
         d_loss = discriminator_loss(loss, d_real, d_fake)
         if loss == "wgan_gp":
-            critic = lambda images: discriminate(self.discriminator, images, labels)  # noqa: E731
+            critic = functools.partial(discriminate, self.discriminator, labels=labels)
             d_loss = d_loss + self.hparams.gp_weight * gradient_penalty(critic, real, fake.detach().view_as(real))
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)

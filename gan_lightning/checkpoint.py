@@ -103,7 +103,7 @@ def load_network(checkpoint: dict[str, Any], name: str, ema: bool = False) -> nn
 
 
 def has_ema(checkpoint: dict[str, Any]) -> bool:
-    """Return whether the checkpoint holds a moving average of the generator's weights."""
+    """Return whether the checkpoint contains a moving average of the generator's weights."""
     return any(key.startswith(EMA_PREFIX) for key in checkpoint["state_dict"])
 
 

@@ -38,6 +38,30 @@ def _check_values(labels: torch.Tensor) -> bool:
     return labels.device.type == "cpu" and not tracing
 
 
+def _check_label_values(labels: torch.Tensor, num_classes: int) -> None:
+    """Raise ValueError naming the first non-finite class weight or class index outside [0, num_classes)."""
+    if labels.is_floating_point():
+        non_finite = ~torch.isfinite(labels)
+        if non_finite.any():
+            raise ValueError(
+                f"Class weights must be finite, got {labels[non_finite][0].item()}. "
+                "Pass one-hot or mixed rows of finite weights."
+            )
+        return
+    outside = (labels < 0) | (labels >= num_classes)
+    if outside.any():
+        raise ValueError(
+            f"Class index {labels[outside][0].item()} is outside [0, {num_classes}). "
+            f"Pass class indices from 0 to {num_classes - 1}."
+        )
+
+
+def _noise_and_label(z: torch.Tensor, labels: torch.Tensor, num_classes: int, embedding: nn.Linear) -> torch.Tensor:
+    """Join noise (N, z_dim) and the label embedding (N, embed_dim) to a generator input (N, z_dim + embed_dim)."""
+    weights = _class_weights(labels, num_classes, z.shape[0], embedding)
+    return torch.cat([z, embedding(weights)], dim=1)
+
+
 def _class_weights(labels: torch.Tensor, num_classes: int, batch_size: int, embedding: nn.Linear) -> torch.Tensor:
     """Validate the labels of ``batch_size`` samples and convert them to class weights (N, num_classes).
 
@@ -58,23 +82,11 @@ def _class_weights(labels: torch.Tensor, num_classes: int, batch_size: int, embe
         )
     labels = labels.to(embedding.weight.device)
 
-    # Each value check reads one bool back from the device. They run on CPU tensors in eager mode
-    # only, so a GPU training step does not wait for the labels and compiled or exported graphs
-    # do not break; the data sets' labels are checked when they are loaded.
-    if _check_values(labels) and labels.is_floating_point():
-        non_finite = ~torch.isfinite(labels)
-        if non_finite.any():
-            raise ValueError(
-                f"Class weights must be finite, got {labels[non_finite][0].item()}. "
-                "Pass one-hot or mixed rows of finite weights."
-            )
-    elif _check_values(labels):
-        outside = (labels < 0) | (labels >= num_classes)
-        if outside.any():
-            raise ValueError(
-                f"Class index {labels[outside][0].item()} is outside [0, {num_classes}). "
-                f"Pass class indices from 0 to {num_classes - 1}."
-            )
+    # Checking values reads one bool back from the device, so it runs on CPU tensors in eager mode
+    # only. A GPU training step then does not wait for the labels, and compiled or exported graphs
+    # do not break. The data sets' labels are checked when they are loaded.
+    if _check_values(labels):
+        _check_label_values(labels, num_classes)
 
     weights = label_weights(labels, num_classes, dtype=embedding.weight.dtype)
     if weights.shape[0] != batch_size:
@@ -108,8 +120,7 @@ class ConditionalGenerator(nn.Module):
 
         Labels are (N,) class indices or (N, num_classes) class weights.
         """
-        weights = _class_weights(labels, self.num_classes, z.shape[0], self.label_embedding)
-        return self.body(torch.cat([z, self.label_embedding(weights)], dim=1))
+        return self.body(_noise_and_label(z, labels, self.num_classes, self.label_embedding))
 
 
 class ConditionalDiscriminator(nn.Module):
@@ -170,8 +181,7 @@ class ConditionalDCGANGenerator(nn.Module):
 
         Labels are (N,) class indices or (N, num_classes) class weights.
         """
-        weights = _class_weights(labels, self.num_classes, z.shape[0], self.label_embedding)
-        return self.body(torch.cat([z, self.label_embedding(weights)], dim=1))
+        return self.body(_noise_and_label(z, labels, self.num_classes, self.label_embedding))
 
 
 class ConditionalDCGANDiscriminator(nn.Module):

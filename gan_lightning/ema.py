@@ -16,11 +16,11 @@ class GeneratorEMA(nn.Module):
     128), and early samples look untrained. Integer buffers, such as BatchNorm's batch counter,
     are copied.
 
-    The copy is ``module`` and the update count ``num_updates``; both are in the state dict, so
+    The copy is ``module`` and the update count is ``num_updates``. Both are in the state dict, so
     checkpoints keep the average and a resumed run continues it. The count is mirrored on the
-    host, so an update never waits for the device. ``torch.optim.swa_utils.AveragedModel`` does
-    the same averaging but reads its count from the device at every update, which would make
-    each GPU training step wait.
+    host, so only the first update after loading a state dict reads it from the device.
+    ``torch.optim.swa_utils.AveragedModel`` does the same averaging but reads its count from the
+    device at every update, which would make each GPU training step wait.
     """
 
     def __init__(self, generator: nn.Module, decay: float):

@@ -121,7 +121,7 @@ def score_images(
     try:
         for batch in batches:
             images, labels = batch if isinstance(batch, tuple) else (batch, None)
-            quality.update_fake(images) if labels is None else quality.update_fake(images, labels)
+            quality.update_fake(images, labels)
             if inception is not None:
                 inception.update_fake(images)
         result = quality.compute()

@@ -134,3 +134,31 @@ def mnist_dir(tmp_path: Path) -> Path:
 def shared_mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Data folder of a tiny MNIST for tests that only read it."""
     return make_tiny_mnist(tmp_path_factory.mktemp("shared_data"))
+
+
+def train_tiny_run(work_dir: Path, data_dir: Path, *options: str) -> Path:
+    """Train through the CLI from ``work_dir`` with tiny settings and ``options``, and return the run folder.
+
+    The run writes no W&B files and shows no progress bar. The CLI's run-folder variable is left unset
+    afterwards, so later runs in the same process make their own folders.
+    """
+    from gan_lightning.cli import main as train_main
+
+    runs_dir = work_dir / "runs"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.chdir(work_dir)
+        # The CLI writes the run folder to this variable, and setenv makes the context remove it.
+        monkeypatch.setenv(RUN_DIR_ENV, "")
+        monkeypatch.delenv(RUN_DIR_ENV)
+        train_main(
+            [
+                "--data.data_dir", str(data_dir),
+                "--runs_dir", str(runs_dir),
+                "--wandb", "off",
+                "--trainer.enable_progress_bar", "false",
+                "--trainer.enable_model_summary", "false",
+                *options,
+            ]  # fmt: skip
+        )
+    (run_dir,) = runs_dir.iterdir()
+    return run_dir

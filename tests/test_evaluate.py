@@ -13,10 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_tiny_mnist
+from conftest import make_tiny_mnist, train_tiny_run
 from gan_lightning import GAN, evaluate, metrics, sample
-from gan_lightning.cli import RUN_DIR_ENV
-from gan_lightning.cli import main as train_main
 from gan_lightning.datasets import load_split
 from gan_lightning.quality import VAL_METRICS
 
@@ -33,29 +31,17 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Train 4 steps through the CLI with validation after steps 2 and 4, and read the logged val/* rows."""
     work_dir = tmp_path_factory.mktemp("evaluate_run")
     data_dir = make_tiny_mnist(work_dir / "data")
-    runs_dir = work_dir / "runs"
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.chdir(work_dir)
-        # The CLI writes the run folder to this variable, and setenv makes the context remove it.
-        monkeypatch.setenv(RUN_DIR_ENV, "")
-        monkeypatch.delenv(RUN_DIR_ENV)
-        train_main(
-            [
-                "--data.data_dir", str(data_dir),
-                "--runs_dir", str(runs_dir),
-                "--max_steps", "4",
-                "--wandb", "off",
-                "--model.generator", "gan_lightning.networks.Generator",
-                "--model.generator.init_args.hidden_dim", "8",
-                "--model.discriminator", "gan_lightning.networks.Discriminator",
-                "--model.discriminator.init_args.hidden_dim", "8",
-                "--model.num_eval_samples", str(NUM_EVAL_SAMPLES),
-                "--model.eval_seed", str(EVAL_SEED),
-                "--trainer.enable_progress_bar", "false",
-                "--trainer.enable_model_summary", "false",
-            ]  # fmt: skip
-        )
-    (run_dir,) = runs_dir.iterdir()
+    run_dir = train_tiny_run(
+        work_dir,
+        data_dir,
+        "--max_steps", "4",
+        "--model.generator", "gan_lightning.networks.Generator",
+        "--model.generator.init_args.hidden_dim", "8",
+        "--model.discriminator", "gan_lightning.networks.Discriminator",
+        "--model.discriminator.init_args.hidden_dim", "8",
+        "--model.num_eval_samples", str(NUM_EVAL_SAMPLES),
+        "--model.eval_seed", str(EVAL_SEED),
+    )  # fmt: skip
     with open(run_dir / "csv" / "metrics.csv", newline="") as file:
         rows = [row for row in csv.DictReader(file) if row.get("val/fid")]
     return {"data_dir": data_dir, "checkpoints": run_dir / "checkpoints", "val_rows": rows}

@@ -13,11 +13,9 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import make_tiny_mnist
+from conftest import make_tiny_mnist, train_tiny_run
 from gan_lightning import export
 from gan_lightning.checkpoint import load_generator
-from gan_lightning.cli import RUN_DIR_ENV
-from gan_lightning.cli import main as train_main
 from gan_lightning.conditional import ConditionalDCGANGenerator, ConditionalGenerator
 from gan_lightning.dcgan import DCGANGenerator
 from gan_lightning.labels import num_classes_of
@@ -247,29 +245,17 @@ def checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     prefix = "gan_lightning.conditional.Conditional" if conditional else "gan_lightning.networks."
     work_dir = tmp_path_factory.mktemp(f"export_run_{request.param}")
     data_dir = make_tiny_mnist(work_dir / "data")
-    runs_dir = work_dir / "runs"
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.chdir(work_dir)
-        # The CLI writes the run folder to this variable, and setenv makes the context remove it.
-        monkeypatch.setenv(RUN_DIR_ENV, "")
-        monkeypatch.delenv(RUN_DIR_ENV)
-        train_main(
-            [
-                "--data.data_dir", str(data_dir),
-                "--runs_dir", str(runs_dir),
-                "--max_steps", "2",
-                "--wandb", "off",
-                "--model.generator", f"{prefix}Generator",
-                "--model.generator.init_args.z_dim", str(Z_DIM),
-                "--model.generator.init_args.hidden_dim", "8",
-                "--model.discriminator", f"{prefix}Discriminator",
-                "--model.discriminator.init_args.hidden_dim", "8",
-                "--model.num_eval_samples", "200",
-                "--trainer.enable_progress_bar", "false",
-                "--trainer.enable_model_summary", "false",
-            ]  # fmt: skip
-        )
-    (run_dir,) = runs_dir.iterdir()
+    run_dir = train_tiny_run(
+        work_dir,
+        data_dir,
+        "--max_steps", "2",
+        "--model.generator", f"{prefix}Generator",
+        "--model.generator.init_args.z_dim", str(Z_DIM),
+        "--model.generator.init_args.hidden_dim", "8",
+        "--model.discriminator", f"{prefix}Discriminator",
+        "--model.discriminator.init_args.hidden_dim", "8",
+        "--model.num_eval_samples", "200",
+    )  # fmt: skip
     return run_dir / "checkpoints" / "last.ckpt"
 
 

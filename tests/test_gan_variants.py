@@ -129,7 +129,7 @@ def test_wgan_gp_rejects_compile() -> None:
 # Several D steps per G step
 
 
-def test_n_critic_updates_g_every_nth_batch_and_counts_batches(mnist_dir: Path, tmp_path: Path) -> None:
+def test_n_critic_spaces_g_steps(mnist_dir: Path, tmp_path: Path) -> None:
     model = make_gan(n_critic=3)
     weights = GeneratorWeights()
     initial = {key: value.clone() for key, value in model.generator.state_dict().items()}
@@ -147,7 +147,7 @@ def test_n_critic_updates_g_every_nth_batch_and_counts_batches(mnist_dir: Path, 
     assert changed == [False, False, True, False, False, True, False]
 
 
-def test_loss_plot_leaves_out_batches_without_a_g_step(mnist_dir: Path, tmp_path: Path) -> None:
+def test_loss_plot_skips_missing_g_loss(mnist_dir: Path, tmp_path: Path) -> None:
     plot = LossPlot(dirpath=str(tmp_path))
     fit(make_gan(n_critic=2), mnist_dir, tmp_path, max_steps=4, callbacks=[plot])
 
@@ -285,7 +285,7 @@ class LabelSpy(Callback):
         self.batch_labels.append(batch[1].clone())
 
 
-def test_conditional_networks_get_the_labels_of_the_real_batch(mnist_dir: Path, tmp_path: Path) -> None:
+def test_conditional_networks_get_real_labels(mnist_dir: Path, tmp_path: Path) -> None:
     spy = LabelSpy()
     fit(make_conditional_gan(), mnist_dir, tmp_path, max_steps=1, callbacks=[spy])
 
@@ -314,7 +314,7 @@ def test_conditional_generator_needs_a_conditional_discriminator() -> None:
         GAN(generator, DCGANDiscriminator(width=4))
 
 
-def test_too_few_classes_for_the_data_fail_before_training(mnist_dir: Path, tmp_path: Path) -> None:
+def test_too_few_classes_rejected(mnist_dir: Path, tmp_path: Path) -> None:
     generator = ConditionalDCGANGenerator(z_dim=Z_DIM, num_classes=5, width=4)
     model = GAN(generator, ConditionalDCGANDiscriminator(num_classes=5, width=4), eval_metrics=False)
     before = [p.detach().clone() for p in model.parameters()]

@@ -90,7 +90,7 @@ class ImageRecorder:
     def reset_fake(self) -> None:
         pass
 
-    def update_fake(self, images: torch.Tensor) -> None:
+    def update_fake(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         self.batches.append(images)
 
     def compute(self) -> dict[str, float]:

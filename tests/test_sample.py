@@ -8,11 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_tiny_mnist
+from conftest import make_tiny_mnist, train_tiny_run
 from gan_lightning import sample
 from gan_lightning.checkpoint import NETWORKS_KEY
-from gan_lightning.cli import RUN_DIR_ENV
-from gan_lightning.cli import main as train_main
 
 Z_DIM = 5
 
@@ -22,29 +20,17 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Train two steps through the CLI and return the run's last.ckpt."""
     work_dir = tmp_path_factory.mktemp("sample_run")
     data_dir = make_tiny_mnist(work_dir / "data")
-    runs_dir = work_dir / "runs"
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.chdir(work_dir)
-        # The CLI writes the run folder to this variable, and setenv makes the context remove it.
-        monkeypatch.setenv(RUN_DIR_ENV, "")
-        monkeypatch.delenv(RUN_DIR_ENV)
-        train_main(
-            [
-                "--data.data_dir", str(data_dir),
-                "--runs_dir", str(runs_dir),
-                "--max_steps", "2",
-                "--wandb", "off",
-                "--model.generator", "gan_lightning.networks.Generator",
-                "--model.generator.init_args.z_dim", str(Z_DIM),
-                "--model.generator.init_args.hidden_dim", "8",
-                "--model.discriminator", "gan_lightning.networks.Discriminator",
-                "--model.discriminator.init_args.hidden_dim", "8",
-                "--model.num_eval_samples", "200",
-                "--trainer.enable_progress_bar", "false",
-                "--trainer.enable_model_summary", "false",
-            ]  # fmt: skip
-        )
-    (run_dir,) = runs_dir.iterdir()
+    run_dir = train_tiny_run(
+        work_dir,
+        data_dir,
+        "--max_steps", "2",
+        "--model.generator", "gan_lightning.networks.Generator",
+        "--model.generator.init_args.z_dim", str(Z_DIM),
+        "--model.generator.init_args.hidden_dim", "8",
+        "--model.discriminator", "gan_lightning.networks.Discriminator",
+        "--model.discriminator.init_args.hidden_dim", "8",
+        "--model.num_eval_samples", "200",
+    )  # fmt: skip
     return run_dir / "checkpoints" / "last.ckpt"
 
 

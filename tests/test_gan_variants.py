@@ -116,7 +116,7 @@ def test_every_loss_trains(loss: str, mnist_dir: Path, tmp_path: Path) -> None:
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_wgan_gp_rejects_batch_norm_in_the_discriminator() -> None:
+def test_wgan_gp_rejects_batch_norm() -> None:
     with pytest.raises(ValueError, match="batch_norm false"):
         GAN(DCGANGenerator(z_dim=Z_DIM, width=4), DCGANDiscriminator(width=4), loss="wgan_gp")
 
@@ -159,7 +159,7 @@ def test_loss_plot_skips_missing_g_loss(mnist_dir: Path, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5])
-def test_n_critic_must_be_a_positive_whole_number(value: float) -> None:
+def test_n_critic_rejects_invalid_values(value: float) -> None:
     with pytest.raises(ValueError, match=f"n_critic.*{value}"):
         make_gan(n_critic=value)
 
@@ -190,7 +190,7 @@ def test_ema_follows_the_formula(mnist_dir: Path, tmp_path: Path) -> None:
     assert not torch.equal(averaged["gen.0.0.weight"], model.generator.state_dict()["gen.0.0.weight"])
 
 
-def test_ema_continues_after_loading_its_state() -> None:
+def test_ema_resumes_after_loading() -> None:
     generator = nn.Linear(3, 2)
     states = [{key: value + step for key, value in generator.state_dict().items()} for step in range(3)]
     straight = GeneratorEMA(generator, decay=0.5)
@@ -212,7 +212,7 @@ def test_ema_continues_after_loading_its_state() -> None:
     assert torch.equal(reloaded.module.bias, straight.module.bias)
 
 
-def test_ema_is_checkpointed_and_used_for_sampling(mnist_dir: Path, tmp_path: Path) -> None:
+def test_ema_checkpointed_and_sampled(mnist_dir: Path, tmp_path: Path) -> None:
     model = make_gan(ema_decay=0.9)
     trainer = fit(model, mnist_dir, tmp_path, max_steps=3)
     path = tmp_path / "ema.ckpt"
@@ -253,7 +253,7 @@ def _with_generator(model: GAN, generator: nn.Module) -> Any:
 
 
 @pytest.mark.parametrize("value", [0.0, 1.0, -0.5])
-def test_ema_decay_must_be_between_0_and_1(value: float) -> None:
+def test_ema_decay_rejects_invalid_values(value: float) -> None:
     with pytest.raises(ValueError, match=f"ema_decay must be in \\(0, 1\\), got {value}"):
         make_gan(ema_decay=value)
 
@@ -308,7 +308,7 @@ def test_conditional_validation_logs_label_accuracy(mnist_dir: Path, tmp_path: P
     assert model.fixed_labels.tolist() == [i % 10 for i in range(25)]
 
 
-def test_conditional_generator_needs_a_conditional_discriminator() -> None:
+def test_conditional_pair_mismatch_rejected() -> None:
     generator = ConditionalDCGANGenerator(z_dim=Z_DIM, num_classes=10, width=4)
     with pytest.raises(ValueError, match="conditioned on 10 classes but the discriminator on 0"):
         GAN(generator, DCGANDiscriminator(width=4))

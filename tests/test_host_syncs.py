@@ -89,7 +89,7 @@ def conditional(**options: Any) -> GAN:
     ],
     ids=["default", "ema", "wgan_gp", "conditional_hinge_ema"],
 )
-def test_training_step_reads_nothing_on_host(
+def test_step_reads_nothing_on_host(
     build: Any, options: dict[str, Any], mnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reads = HostReads()

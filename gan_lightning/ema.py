@@ -4,6 +4,16 @@ import copy
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
+
+from gan_lightning.labels import generate
+
+# Noise behind the BatchNorm statistics of the average: BATCH_NORM_BATCHES batches of
+# BATCH_NORM_BATCH_SIZE, drawn from their own seed, so the estimate depends only on the weights and
+# the global random stream is left untouched.
+BATCH_NORM_BATCHES = 16
+BATCH_NORM_BATCH_SIZE = 256
+BATCH_NORM_SEED = 0
 
 
 class GeneratorEMA(nn.Module):
@@ -16,9 +26,18 @@ class GeneratorEMA(nn.Module):
     128), and early samples look untrained. Integer buffers, such as BatchNorm's batch counter,
     are copied.
 
+    BatchNorm's running statistics are measured rather than averaged: ``averaged()`` and
+    ``state_dict()`` first run the averaged weights in training mode on fresh noise
+    (``torch.optim.swa_utils.update_bn``) when the weights changed since the last measurement.
+    The generator's own statistics do not fit the averaged weights. Averaging weights that point in
+    different directions gives smaller activations than any single set of them, and normalising
+    those with the averaged, larger variances shrinks them further. The samples then move towards
+    one blurred image per class (README, Results).
+
     The copy is ``module`` and the update count is ``num_updates``. Both are in the state dict, so
-    checkpoints keep the average and a resumed run continues it. The count is mirrored on the
-    host, so only the first update after loading a state dict reads it from the device.
+    checkpoints keep the average, with measured statistics, and a resumed run continues it. The
+    count is mirrored on the host, so only the first update after loading a state dict reads it
+    from the device.
     ``torch.optim.swa_utils.AveragedModel`` does the same averaging but reads its count from the
     device at every update, which would make each GPU training step wait.
     """
@@ -32,6 +51,9 @@ class GeneratorEMA(nn.Module):
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
         # None after loading a state dict, until the next update reads num_updates once.
         self._host_num_updates: int | None = 0
+        # Whether the weights changed since the BatchNorm statistics were last measured.
+        self._batch_norm_stale = True
+        self.register_state_dict_pre_hook(_measure_before_saving)
 
     def decay_at(self, num_updates: int) -> float:
         """Return the decay of update ``num_updates`` (counting from 0)."""
@@ -60,11 +82,57 @@ class GeneratorEMA(nn.Module):
 
         self.num_updates.add_(1)
         self._host_num_updates = step + 1
+        self._batch_norm_stale = True
+
+    def averaged(self) -> nn.Module:
+        """Return the averaged generator, with BatchNorm statistics measured for its current weights."""
+        if self._batch_norm_stale:
+            self.measure_batch_norm()
+        return self.module
+
+    @torch.no_grad()
+    def measure_batch_norm(self) -> None:
+        """Set the running statistics of the average's BatchNorm layers to those of its weights.
+
+        Runs the average on BATCH_NORM_BATCHES batches of noise in its own dtype and on its own
+        device, with balanced classes for a conditional generator, and autocast off. A generator
+        without BatchNorm is left as it is.
+        """
+        self._batch_norm_stale = False
+        if not any(isinstance(layer, nn.modules.batchnorm._BatchNorm) for layer in self.module.modules()):
+            return
+        parameter = next(self.module.parameters())
+        noise = torch.Generator().manual_seed(BATCH_NORM_SEED)
+        batches = [
+            torch.randn(BATCH_NORM_BATCH_SIZE, self.module.z_dim, generator=noise).to(parameter.device, parameter.dtype)
+            for _ in range(BATCH_NORM_BATCHES)
+        ]
+        with torch.autocast(device_type=parameter.device.type, enabled=False):
+            # update_bn restores the mode of the model it is given, so the wrapper takes the average's.
+            update_bn(batches, _Generate(self.module).train(self.module.training))
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
         """Run the averaged generator."""
-        return self.module(*args)
+        return self.averaged()(*args)
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         super()._load_from_state_dict(*args, **kwargs)
         self._host_num_updates = None
+        self._batch_norm_stale = True
+
+
+def _measure_before_saving(ema: GeneratorEMA, prefix: str, keep_vars: bool) -> None:
+    """State-dict pre-hook: saved averages carry BatchNorm statistics that fit their weights."""
+    if ema._batch_norm_stale:
+        ema.measure_batch_norm()
+
+
+class _Generate(nn.Module):
+    """Calls a generator on noise alone, with balanced classes when it is conditional (for update_bn)."""
+
+    def __init__(self, generator: nn.Module):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return generate(self.generator, z)

@@ -201,8 +201,12 @@ class GAN(L.LightningModule):
 
     @property
     def sampling_generator(self) -> nn.Module:
-        """The generator behind grids, validation metrics and samples: the average when ``ema_decay`` is set."""
-        return self.generator_ema.module if self.generator_ema is not None else self.generator
+        """The generator behind grids, validation metrics and samples: the average when ``ema_decay`` is set.
+
+        The average's BatchNorm statistics are measured here when its weights changed since the last
+        call (see ``GeneratorEMA``).
+        """
+        return self.generator_ema.averaged() if self.generator_ema is not None else self.generator
 
     @property
     def fixed_labels(self) -> torch.Tensor | None:

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -253,11 +254,12 @@ def main(argv: list[str] | None = None) -> None:
     except (DatasetError, CheckpointError, DivergenceError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
-    except ValueError as error:
+    except (ValueError, MisconfigurationException) as error:
         if trainer is not None:
             raise
-        # Nothing has run after a ConfigError or a value that a class rejected while the CLI
-        # built it, so the empty run folder is removed too.
+        # Nothing has run after a ConfigError, a value that a class rejected while the CLI built
+        # it, or Lightning's rejection of a Trainer or callback setting, so the empty run folder
+        # is removed too.
         print(f"error: {error}", file=sys.stderr)
         if not inherited_run_dir:
             remove_empty_run_dir(os.environ.get(RUN_DIR_ENV))

@@ -454,14 +454,16 @@ NETWORK_SIZE_ARGS = ("z_dim", "im_dim", "hidden_dim", "width", "channels")
 # A GAN step leaves G without gradients in D's backward pass and D in G's, so these fail at the
 # first step with "parameters that were not used in producing the loss".
 PLAIN_DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+# Options of a ModelCheckpoint that choose when it saves. It takes at most one of them.
+CHECKPOINT_INTERVALS = ("every_n_train_steps", "every_n_epochs", "train_time_interval")
 
 
 def check_run_config(config: Any) -> None:
     """Raise ``ConfigError`` or ``CheckpointError`` for settings that would fail after the start.
 
     ``config`` is the parsed configuration of ``GANCLI``. Checked: the positive options, the
-    sizes of the configured networks, the strategy, and that ``--ckpt_path`` is a safe checkpoint
-    of the configured networks.
+    sizes of the configured networks, the strategy, the checkpoint intervals, and that
+    ``--ckpt_path`` is a safe checkpoint of the configured networks.
     """
     for option in POSITIVE_OPTIONS:
         value = config.get(option)
@@ -474,6 +476,7 @@ def check_run_config(config: Any) -> None:
                 raise ConfigError(f"{option} must be a positive integer, got {value}. Pass {option} with a value > 0.")
 
     check_strategy_name(config.get("trainer.strategy"))
+    check_checkpoint_intervals(config)
     if config.get("ckpt_path"):
         check_resume_checkpoint(config.ckpt_path, config.model)
 
@@ -491,6 +494,19 @@ def check_strategy_name(strategy: Any) -> None:
     base = strategy.removesuffix("_find_unused_parameters_false")
     if base in PLAIN_DDP_STRATEGIES:
         raise ConfigError(_ddp_advice(f"--trainer.strategy {strategy}", f"{base}_find_unused_parameters_true"))
+
+
+def check_checkpoint_intervals(config: Any) -> None:
+    """Raise ``ConfigError`` when a checkpoint callback of ``GANCLI`` is given two intervals."""
+    for group in ("checkpoint", "best_checkpoint"):
+        values = {name: config.get(f"{group}.{name}") for name in CHECKPOINT_INTERVALS}
+        chosen = [f"--{group}.{name} {value}" for name, value in values.items() if value]
+        if len(chosen) > 1:
+            raise ConfigError(
+                f"{' and '.join(chosen)} each set when checkpoints are saved, but a checkpoint callback takes "
+                "one interval (--checkpoint.every_n_train_steps is 1000 unless set). Pass 0 or null for all "
+                f"but one, for example --{group}.every_n_train_steps 0 --{group}.every_n_epochs 1."
+            )
 
 
 def check_strategy(strategy: Strategy) -> None:

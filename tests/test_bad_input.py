@@ -275,3 +275,29 @@ def test_unknown_config_key_rejected(mnist_dir: Path, tmp_path: Path, capsys: py
     # A one-line usage, so the error is not buried under every option of the CLI.
     assert len(stderr.splitlines()) <= 4
     assert not runs_dir.exists()
+
+
+def test_two_checkpoint_intervals_rejected(mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    runs_dir = tmp_path / "runs"
+
+    status, stderr = rejection(capsys, mnist_dir, runs_dir, "--checkpoint.every_n_epochs", "1")
+
+    (line,) = error_lines(stderr)
+    assert status == 2
+    assert "--checkpoint.every_n_train_steps 1000 and --checkpoint.every_n_epochs 1" in line
+    assert "--checkpoint.every_n_train_steps 0 --checkpoint.every_n_epochs 1" in line
+    assert "Traceback" not in stderr
+    assert not runs_dir.exists()
+
+
+def test_lightning_rejection_no_folder(mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # The Trainer itself rejects zero devices, after the run folder was made.
+    runs_dir = tmp_path / "runs"
+
+    status, stderr = rejection(capsys, mnist_dir, runs_dir, "--trainer.accelerator", "cpu", "--trainer.devices", "0")
+
+    (line,) = error_lines(stderr)
+    assert status == 2
+    assert "devices='0'" in line
+    assert "Traceback" not in stderr
+    assert list(runs_dir.iterdir()) == []

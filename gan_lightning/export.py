@@ -209,6 +209,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--output", default="generator.onnx", help="Output file: .onnx for ONNX, .pt for TorchScript."
     )
+    parser.add_argument(
+        "--raw_weights",
+        action="store_true",
+        help="Export the generator's trained weights even when the checkpoint keeps their moving average (ema_decay).",
+    )
     args = parser.parse_args(argv)
     suffix = Path(args.output).suffix
     if suffix not in EXPORTERS:
@@ -234,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
         except ImportError as error:
             _exit_with_error(error)
     try:
-        generator = load_generator(args.ckpt_path)
+        generator = load_generator(args.ckpt_path, ema=not args.raw_weights)
     except CheckpointError as error:
         _exit_with_error(error)
     model = EXPORTERS[output.suffix](generator, output)

@@ -213,6 +213,11 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--to_digit", type=int, help="With --interpolate and --digit: blend the class from --digit to this class."
     )
+    parser.add_argument(
+        "--raw_weights",
+        action="store_true",
+        help="Draw from the generator's trained weights even when the checkpoint keeps their moving average (ema_decay).",
+    )
     return parser
 
 
@@ -269,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     _check_options(parser, args)
     try:
-        generator = load_generator(args.ckpt_path)
+        generator = load_generator(args.ckpt_path, ema=not args.raw_weights)
     except CheckpointError as error:
         raise SystemExit(f"error: {error}") from None
     _check_digits(parser, args, labels_lib.num_classes_of(generator))

@@ -320,3 +320,37 @@ def test_cli_without_onnxscript_rejected(monkeypatch: pytest.MonkeyPatch, tmp_pa
     # The package is checked before the checkpoint is read.
     assert message.startswith("error: ONNX export needs the package 'onnxscript'")
     assert "pip install 'gan_lightning[export]'" in message
+
+
+@pytest.fixture(scope="module")
+def ema_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Train three steps with a moving average of G and return the run's last.ckpt."""
+    work_dir = tmp_path_factory.mktemp("export_ema_run")
+    data_dir = make_tiny_mnist(work_dir / "data")
+    run_dir = train_tiny_run(
+        work_dir,
+        data_dir,
+        "--max_steps", "3",
+        "--model.ema_decay", "0.5",
+        "--model.generator", "gan_lightning.networks.Generator",
+        "--model.generator.init_args.z_dim", str(Z_DIM),
+        "--model.generator.init_args.hidden_dim", "8",
+        "--model.discriminator", "gan_lightning.networks.Discriminator",
+        "--model.discriminator.init_args.hidden_dim", "8",
+        "--model.num_eval_samples", "200",
+    )  # fmt: skip
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.parametrize("ema", [True, False])
+def test_cli_exports_chosen_weights(ema_checkpoint: Path, tmp_path: Path, ema: bool) -> None:
+    output = tmp_path / "generator.pt"
+
+    export.main(["--ckpt_path", str(ema_checkpoint), "--output", str(output), *([] if ema else ["--raw_weights"])])
+
+    z, labels = draw_inputs(3, conditional=False)
+    exported = RUNNERS[".pt"](output, z, labels)
+    chosen = generator_images(load_generator(ema_checkpoint, ema=ema), z, labels)
+    other = generator_images(load_generator(ema_checkpoint, ema=not ema), z, labels)
+    torch.testing.assert_close(exported, chosen, atol=ATOL[".pt"], rtol=0)
+    assert not torch.allclose(exported, other, atol=ATOL[".pt"], rtol=0)

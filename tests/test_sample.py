@@ -179,3 +179,41 @@ def test_malicious_pickle_rejected(checkpoint: Path, tmp_path: Path, writer: str
     assert not marker.exists()
     assert message.startswith("error:")
     assert str(path) in message
+
+
+@pytest.fixture(scope="module")
+def ema_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Train three steps with a moving average of G and return the run's last.ckpt."""
+    work_dir = tmp_path_factory.mktemp("sample_ema_run")
+    data_dir = make_tiny_mnist(work_dir / "data")
+    run_dir = train_tiny_run(
+        work_dir,
+        data_dir,
+        "--max_steps", "3",
+        "--model.ema_decay", "0.5",
+        "--model.generator", "gan_lightning.networks.Generator",
+        "--model.generator.init_args.z_dim", str(Z_DIM),
+        "--model.generator.init_args.hidden_dim", "8",
+        "--model.discriminator", "gan_lightning.networks.Discriminator",
+        "--model.discriminator.init_args.hidden_dim", "8",
+        "--model.num_eval_samples", "200",
+    )  # fmt: skip
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.parametrize("ema", [True, False])
+def test_weights_choice_matches_generator(ema_checkpoint: Path, tmp_path: Path, ema: bool) -> None:
+    options = [] if ema else ["--raw_weights"]
+    images = draw_samples(ema_checkpoint, tmp_path / "samples.npz", "--num_samples", "4", "--seed", "3", *options)
+
+    with torch.no_grad():
+        z = torch.randn(4, Z_DIM, generator=torch.Generator().manual_seed(3))
+        chosen = sample.load_generator(ema_checkpoint, ema=ema)(z)
+        other = sample.load_generator(ema_checkpoint, ema=not ema)(z)
+    assert np.array_equal(images, as_uint8(chosen))
+    assert not np.array_equal(images, as_uint8(other))
+
+
+def as_uint8(output: torch.Tensor) -> np.ndarray:
+    """Convert generator output (N, 784) in [0, 1] to the uint8 images (N, 28, 28) that sample writes."""
+    return output.reshape(-1, 28, 28).mul(255).round().to(torch.uint8).numpy()

@@ -97,6 +97,9 @@ class GeneratorEMA(nn.Module):
         Runs the average on BATCH_NORM_BATCHES batches of noise in its own dtype and on its own
         device, with balanced classes for a conditional generator, and autocast off. A generator
         without BatchNorm is left as it is.
+
+        NOTE: run on CPU only so far. Under --trainer.sync_batchnorm the layers would all-reduce here,
+        so every process would have to reach this call at the same point.
         """
         self._batch_norm_stale = False
         if not any(isinstance(layer, nn.modules.batchnorm._BatchNorm) for layer in self.module.modules()):
@@ -123,8 +126,7 @@ class GeneratorEMA(nn.Module):
 
 def _measure_before_saving(ema: GeneratorEMA, prefix: str, keep_vars: bool) -> None:
     """State-dict pre-hook: saved averages carry BatchNorm statistics that fit their weights."""
-    if ema._batch_norm_stale:
-        ema.measure_batch_norm()
+    ema.averaged()
 
 
 class _Generate(nn.Module):

@@ -162,3 +162,24 @@ def train_tiny_run(work_dir: Path, data_dir: Path, *options: str) -> Path:
         )
     (run_dir,) = runs_dir.iterdir()
     return run_dir
+
+
+def train_tiny_mlp_checkpoint(work_dir: Path, z_dim: int, *options: str, conditional: bool = False) -> Path:
+    """Train the MLP pair with hidden_dim 8 for two steps and return last.ckpt; ``options`` override these settings.
+
+    ``conditional`` trains the class-conditional MLP pair instead. The run scores 200 fakes per validation.
+    """
+    prefix = "gan_lightning.conditional.Conditional" if conditional else "gan_lightning.networks."
+    run_dir = train_tiny_run(
+        work_dir,
+        make_tiny_mnist(work_dir / "data"),
+        "--max_steps", "2",
+        "--model.generator", f"{prefix}Generator",
+        "--model.generator.init_args.z_dim", str(z_dim),
+        "--model.generator.init_args.hidden_dim", "8",
+        "--model.discriminator", f"{prefix}Discriminator",
+        "--model.discriminator.init_args.hidden_dim", "8",
+        "--model.num_eval_samples", "200",
+        *options,
+    )  # fmt: skip
+    return run_dir / "checkpoints" / "last.ckpt"

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import make_tiny_mnist, train_tiny_run
+from conftest import train_tiny_mlp_checkpoint
 from gan_lightning import export
 from gan_lightning.checkpoint import load_generator
 from gan_lightning.conditional import ConditionalDCGANGenerator, ConditionalGenerator
@@ -241,22 +241,8 @@ def test_onnx_without_onnxscript_rejected(monkeypatch: pytest.MonkeyPatch, tmp_p
 @pytest.fixture(scope="module", params=["mlp", "conditional_mlp"])
 def checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Train two steps through the CLI and return the run's last.ckpt."""
-    conditional = request.param in CONDITIONAL
-    prefix = "gan_lightning.conditional.Conditional" if conditional else "gan_lightning.networks."
     work_dir = tmp_path_factory.mktemp(f"export_run_{request.param}")
-    data_dir = make_tiny_mnist(work_dir / "data")
-    run_dir = train_tiny_run(
-        work_dir,
-        data_dir,
-        "--max_steps", "2",
-        "--model.generator", f"{prefix}Generator",
-        "--model.generator.init_args.z_dim", str(Z_DIM),
-        "--model.generator.init_args.hidden_dim", "8",
-        "--model.discriminator", f"{prefix}Discriminator",
-        "--model.discriminator.init_args.hidden_dim", "8",
-        "--model.num_eval_samples", "200",
-    )  # fmt: skip
-    return run_dir / "checkpoints" / "last.ckpt"
+    return train_tiny_mlp_checkpoint(work_dir, Z_DIM, conditional=request.param in CONDITIONAL)
 
 
 @pytest.mark.parametrize("suffix", [".onnx", ".pt"])
@@ -326,20 +312,7 @@ def test_cli_without_onnxscript_rejected(monkeypatch: pytest.MonkeyPatch, tmp_pa
 def ema_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Train three steps with a moving average of G and return the run's last.ckpt."""
     work_dir = tmp_path_factory.mktemp("export_ema_run")
-    data_dir = make_tiny_mnist(work_dir / "data")
-    run_dir = train_tiny_run(
-        work_dir,
-        data_dir,
-        "--max_steps", "3",
-        "--model.ema_decay", "0.5",
-        "--model.generator", "gan_lightning.networks.Generator",
-        "--model.generator.init_args.z_dim", str(Z_DIM),
-        "--model.generator.init_args.hidden_dim", "8",
-        "--model.discriminator", "gan_lightning.networks.Discriminator",
-        "--model.discriminator.init_args.hidden_dim", "8",
-        "--model.num_eval_samples", "200",
-    )  # fmt: skip
-    return run_dir / "checkpoints" / "last.ckpt"
+    return train_tiny_mlp_checkpoint(work_dir, Z_DIM, "--max_steps", "3", "--model.ema_decay", "0.5")
 
 
 @pytest.mark.parametrize("ema", [True, False])

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_tiny_mnist, train_tiny_run
+from conftest import train_tiny_mlp_checkpoint
 from gan_lightning import sample
 from gan_lightning.checkpoint import NETWORKS_KEY
 
@@ -18,20 +18,7 @@ Z_DIM = 5
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Train two steps through the CLI and return the run's last.ckpt."""
-    work_dir = tmp_path_factory.mktemp("sample_run")
-    data_dir = make_tiny_mnist(work_dir / "data")
-    run_dir = train_tiny_run(
-        work_dir,
-        data_dir,
-        "--max_steps", "2",
-        "--model.generator", "gan_lightning.networks.Generator",
-        "--model.generator.init_args.z_dim", str(Z_DIM),
-        "--model.generator.init_args.hidden_dim", "8",
-        "--model.discriminator", "gan_lightning.networks.Discriminator",
-        "--model.discriminator.init_args.hidden_dim", "8",
-        "--model.num_eval_samples", "200",
-    )  # fmt: skip
-    return run_dir / "checkpoints" / "last.ckpt"
+    return train_tiny_mlp_checkpoint(tmp_path_factory.mktemp("sample_run"), Z_DIM)
 
 
 def draw_samples(checkpoint: Path, output: Path, *options: str) -> np.ndarray:
@@ -185,20 +172,7 @@ def test_malicious_pickle_rejected(checkpoint: Path, tmp_path: Path, writer: str
 def ema_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Train three steps with a moving average of G and return the run's last.ckpt."""
     work_dir = tmp_path_factory.mktemp("sample_ema_run")
-    data_dir = make_tiny_mnist(work_dir / "data")
-    run_dir = train_tiny_run(
-        work_dir,
-        data_dir,
-        "--max_steps", "3",
-        "--model.ema_decay", "0.5",
-        "--model.generator", "gan_lightning.networks.Generator",
-        "--model.generator.init_args.z_dim", str(Z_DIM),
-        "--model.generator.init_args.hidden_dim", "8",
-        "--model.discriminator", "gan_lightning.networks.Discriminator",
-        "--model.discriminator.init_args.hidden_dim", "8",
-        "--model.num_eval_samples", "200",
-    )  # fmt: skip
-    return run_dir / "checkpoints" / "last.ckpt"
+    return train_tiny_mlp_checkpoint(work_dir, Z_DIM, "--max_steps", "3", "--model.ema_decay", "0.5")
 
 
 @pytest.mark.parametrize("ema", [True, False])
